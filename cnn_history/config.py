@@ -1,0 +1,160 @@
+"""The configuration schema: every valid field, its default, and what it means.
+
+Paper configs (configs/*.py) start from `default_config()` and only override fields; the
+returned ConfigDict is locked, so a misspelt field is an error that names it, both in a
+config file and on the command line (`--config.optimizer.learning_rate=0.1`).
+Free-form groups (model.overrides) hold a model's own switches and are checked against the
+model's fields when it is built.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+from typing import Any
+
+import ml_collections
+
+ConfigDict = ml_collections.ConfigDict
+
+
+def default_config() -> ConfigDict:
+  """Every field the trainer reads, with its default."""
+  c = ConfigDict()
+
+  # ---- Run ------------------------------------------------------------------------------
+  c.mode = 'train'               # 'train' (train, then evaluate) | 'eval' (evaluate a checkpoint)
+  c.seed = 0                     # seeds init, data order (with the epoch) and dropout
+  c.num_epochs = 10.0            # training length in passes over the training set ...
+  c.num_steps = -1               # ... or in steps (> 0 takes precedence over num_epochs)
+  c.batch_size = 128             # global batch (all devices and hosts)
+  c.examples_per_update = 0      # 0: one update per batch; k: batch/k sequential updates per step
+                                 # (1 = online SGD as in LeNet-5; scanned inside one compiled step)
+  c.eval_batch_size = 1000       # global evaluation batch (the last one is padded and masked)
+  c.eval_every_epochs = 1.0      # evaluate on the test split this often (<= 0: only at the end)
+  c.log_every_steps = 50         # train metrics (loss, top-1/5, lr, images/s, grad norm)
+  c.checkpoint_every_epochs = 1.0  # save a checkpoint this often (<= 0: only at the end)
+  c.checkpoint_every_steps = -1  # ... or this many steps (> 0 takes precedence)
+  c.keep_checkpoints = 3         # checkpoints kept on disk (the newest ones)
+  c.init_from = ''               # a checkpoint directory whose params/batch_stats start the run
+  c.num_devices = -1             # devices of the mesh (-1: all; e.g. 1 for a single-device run)
+  c.compilation_cache_dir = ''   # persistent XLA compilation cache ('' off)
+  c.progress_bar = True          # a tqdm bar on process 0 (periodic log lines are always written)
+
+  # ---- Model ----------------------------------------------------------------------------
+  c.model = ConfigDict()
+  c.model.name = 'lenet5'        # a registry name: cnn_history.models.list_models()
+  c.model.num_classes = -1       # -1: the dataset's number of classes
+  c.model.overrides = ConfigDict()  # the model's own switches (set_model lists them all);
+                                    # checked against the model's fields when it is built
+
+  # ---- Data -----------------------------------------------------------------------------
+  c.data = ConfigDict()
+  c.data.source = 'tfds'         # 'tfds' | 'idx' (MNIST-format files) | 'folder' | 'synthetic'
+  c.data.name = 'fashion_mnist'  # TFDS dataset name (source='tfds')
+  c.data.tfds_dir = ''           # TFDS data_dir ('' = $TFDS_DATA_DIR or ~/tensorflow_datasets)
+  c.data.download = True         # let TFDS download/prepare when the data is missing
+  c.data.path = ''               # directory of the files (source='idx' or 'folder')
+  c.data.train_split = 'train'
+  c.data.eval_split = 'test'
+  c.data.in_memory = 'auto'      # 'auto' | 'yes' | 'no': load a split as arrays (exact order,
+                                 # cheap resume); 'auto' = yes for datasets under 2 GB
+  c.data.train_preprocess = ''   # ops applied to each training image, e.g. 'pad(2)|scale(-0.1, 1.175)'
+  c.data.eval_preprocess = ''    # ops applied to each evaluation image
+  c.data.shuffle_buffer = 50_000  # for streamed (not in-memory) training data
+  c.data.prefetch = 2            # batches prepared ahead of the device
+  c.data.synthetic_shape = (32, 32, 3)  # (H, W, C) of synthetic images
+  c.data.synthetic_classes = 10
+  c.data.synthetic_train_size = 1024
+  c.data.synthetic_eval_size = 256
+
+  # ---- Loss -----------------------------------------------------------------------------
+  c.loss = ConfigDict()
+  c.loss.name = 'softmax_xent'   # 'softmax_xent' | 'rbf' (LeNet eq. 8) | 'rbf_discriminative' (eq. 9)
+  c.loss.label_smoothing = 0.0   # softmax_xent only
+  c.loss.rbf_j = 0.1             # LeNet eq. 9: the constant j in log(e^-j + sum_i e^-y_i)
+
+  # ---- Optimizer ------------------------------------------------------------------------
+  c.optimizer = ConfigDict()
+  c.optimizer.name = 'sgd'       # 'sgd' | 'momentum' | 'nesterov' | 'adam' | 'adamw' | 'sdlm'
+  c.optimizer.momentum = 0.9     # momentum / nesterov
+  c.optimizer.b1 = 0.9           # adam / adamw
+  c.optimizer.b2 = 0.999         # adam / adamw
+  c.optimizer.eps = 1e-8         # adam / adamw
+  c.optimizer.weight_decay = 0.0
+  c.optimizer.weight_decay_mode = 'coupled'  # 'coupled' (L2 added to the gradient) | 'decoupled'
+  c.optimizer.weight_decay_on = 'all'  # 'all' | 'kernels' (no biases, BN or other 1-D params)
+  c.optimizer.grad_clip_norm = 0.0     # clip the global gradient norm (0: off)
+  c.optimizer.sdlm_mu = 0.02     # SDLM damping: step = lr / (mu + h_kk)
+  c.optimizer.sdlm_samples = 500  # examples used to re-estimate h_kk before each pass
+
+  # ---- Learning-rate schedule -----------------------------------------------------------
+  c.schedule = ConfigDict()
+  c.schedule.name = 'constant'   # 'constant' | 'piecewise' | 'cosine' | 'exponential'
+  c.schedule.learning_rate = 0.1  # the base learning rate
+  c.schedule.unit = 'epochs'     # unit of the boundaries and intervals below: 'epochs' | 'steps'
+  c.schedule.boundaries = ()     # piecewise: where the rate changes ...
+  c.schedule.rates = ()          # ... to these absolute rates (one per boundary)
+  c.schedule.decay_factor = 0.1  # exponential: multiply by this ...
+  c.schedule.decay_every = 1.0   # ... every this many units (staircase)
+  c.schedule.warmup = 0.0        # linear warm-up from 0, in units
+  c.schedule.end_learning_rate = 0.0  # cosine: the final rate
+
+  c.lock()
+  c.model.overrides.unlock()  # free-form: validated by create_model against the model's fields
+  return c
+
+
+def set_model(config: ConfigDict, name: str, **overrides: Any) -> ConfigDict:
+  """Selects model `name` and writes every one of its switches into config.model.overrides.
+
+  The printed config then shows each ablation switch the model has, at the value this config
+  uses, and `--config.model.overrides.<switch>=...` can flip any of them.
+  """
+  from cnn_history import models  # pylint: disable=g-import-not-at-top  (avoids a cycle)
+  spec = models.get_spec(name)
+  models.registry.check_fields(spec.module, overrides, f'set_model({name!r})')
+  fields = models.registry.module_defaults(spec.module)
+  fields.update(spec.kwargs)
+  fields.update(overrides)
+  config.model.name = name
+  with config.unlocked():
+    config.model.overrides = ConfigDict({k: v for k, v in fields.items()
+                                         if k not in ('num_classes', 'dtype')})
+  return config
+
+
+def parse_arg(arg: str | None, defaults: dict[str, Any]) -> dict[str, Any]:
+  """Parses a config argument 'key=value,key2=value2' (from `--config=file.py:ARG`).
+
+  Values are Python literals where they parse as one (3, 0.1, True, 'a'), strings otherwise.
+  Keys must be among `defaults`, whose values give the default of each.
+  """
+  result = dict(defaults)
+  if not arg:
+    return result
+  for item in arg.split(','):
+    key, sep, value = item.partition('=')
+    key = key.strip()
+    if not sep:
+      if len(defaults) == 1:  # a bare value names the single argument, e.g. ':modern'
+        key, value = next(iter(defaults)), item
+      else:
+        raise ValueError(f'Config argument {item!r} is not key=value; '
+                         f'valid keys: {", ".join(defaults)}.')
+    if key not in defaults:
+      close = difflib.get_close_matches(key, list(defaults), n=3, cutoff=0.5)
+      hint = f' Did you mean {", ".join(close)}?' if close else ''
+      raise ValueError(f'Unknown config argument {key!r}.{hint} Valid: {", ".join(defaults)}.')
+    try:
+      result[key] = ast.literal_eval(value.strip())
+    except (ValueError, SyntaxError):
+      result[key] = value.strip()
+  return result
+
+
+def check_choice(name: str, value: Any, choices: tuple[Any, ...]) -> None:
+  """Raises a clear error when config field `name` is not one of `choices`."""
+  if value not in choices:
+    raise ValueError(f'config.{name}={value!r} is not valid; choose one of '
+                     f'{", ".join(map(repr, choices))}.')

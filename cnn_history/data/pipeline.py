@@ -1,0 +1,150 @@
+"""tf.data input pipelines: per-host shards of deterministic global batches.
+
+Training order is a pure function of (seed, epoch): for in-memory splits the global batch of
+step s holds the examples perm(seed, epoch)[b*G:(b+1)*G] (b = s mod steps_per_epoch), and
+process p of P reads its contiguous 1/P of it. One process or many, the global batch is the
+same, and a run resumed at step s continues exactly where it stopped.
+
+Evaluation visits every example exactly once: the last global batch is padded, and a `mask`
+marks the real examples.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Iterator
+
+import numpy as np
+import tensorflow as tf
+
+from cnn_history.data import augment
+from cnn_history.data.sources import DataError, Split
+
+
+def hide_accelerators_from_tensorflow() -> None:
+  """TF must not take GPU/TPU memory that JAX needs: it only runs the input pipeline."""
+  for kind in ('GPU', 'TPU'):
+    try:
+      tf.config.set_visible_devices([], kind)
+    except (RuntimeError, ValueError):  # already initialised, or no such device type
+      pass
+
+
+@dataclasses.dataclass(frozen=True)
+class HostSlice:
+  """Which part of each global batch this process reads."""
+  process_index: int
+  process_count: int
+
+  def local(self, global_batch: int, what: str = 'batch_size') -> int:
+    if global_batch % self.process_count:
+      raise ValueError(f'config.{what}={global_batch} is not divisible by the '
+                       f'{self.process_count} processes.')
+    return global_batch // self.process_count
+
+
+def _as_numpy(ds: tf.data.Dataset) -> Iterator[dict[str, np.ndarray]]:
+  for batch in ds.as_numpy_iterator():
+    yield batch
+
+
+def _seed(seed: int, position: tf.Tensor) -> tf.Tensor:
+  return tf.stack([tf.constant(seed, tf.int64), tf.cast(position, tf.int64)])
+
+
+def epoch_permutation(seed: int, epoch: int, num_examples: int) -> np.ndarray:
+  """The training order of `epoch`: a permutation that depends only on (seed, epoch)."""
+  return np.random.default_rng([seed, epoch]).permutation(num_examples)
+
+
+def train_batches(split: Split, preprocess: str, global_batch: int, seed: int,
+                  start_step: int, host: HostSlice, prefetch: int = 2,
+                  shuffle_buffer: int = 50_000) -> Iterator[dict[str, np.ndarray]]:
+  """Endless host-local training batches {'image', 'label'} from step `start_step` on."""
+  local = host.local(global_batch)
+  steps_per_epoch = split.num_examples // global_batch
+  if steps_per_epoch == 0:
+    raise DataError(f'The {split.name} split has {split.num_examples} examples, fewer than one '
+                    f'global batch of {global_batch}; lower config.batch_size.')
+  pipeline = augment.parse(preprocess)
+  offset = host.process_index * local
+
+  if split.in_memory:
+    images, labels = tf.constant(split.images), tf.constant(split.labels)
+
+    def index_batches():
+      epoch = None
+      for step in range(start_step, 2**62):
+        e, b = divmod(step, steps_per_epoch)
+        if e != epoch:
+          epoch, perm = e, epoch_permutation(seed, e, split.num_examples)
+        start = b * global_batch + offset
+        yield perm[start:start + local], step * global_batch + offset
+
+    ds = tf.data.Dataset.from_generator(index_batches, output_signature=(
+        tf.TensorSpec([local], tf.int64), tf.TensorSpec([], tf.int64)))
+    ds = ds.map(lambda idx, first: (idx, first + tf.range(local, dtype=tf.int64))).unbatch()
+    ds = ds.map(lambda i, pos: {'image': pipeline(tf.gather(images, i), _seed(seed, pos)),
+                                'label': tf.gather(labels, i)},
+                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  else:
+    start_epoch, skip = divmod(start_step, steps_per_epoch)
+    per_epoch = steps_per_epoch * local
+
+    def epoch_dataset(epoch):
+      ds = split.stream(host.process_index, host.process_count)
+      ds = ds.shuffle(shuffle_buffer, seed=seed * 1_000_003 + epoch,
+                      reshuffle_each_iteration=False)
+      ds = ds.take(per_epoch).enumerate(epoch * per_epoch)
+      return ds.skip(tf.where(epoch == start_epoch, skip * local, 0))
+
+    ds = tf.data.Dataset.range(start_epoch, 2**62).flat_map(epoch_dataset)
+    # Positions are distinct across hosts, so that no two examples share an augmentation seed.
+    ds = ds.map(lambda pos, ex: {
+        'image': pipeline(split.decode(ex['image']),
+                          _seed(seed, pos * host.process_count + host.process_index)),
+        'label': tf.cast(ex['label'], tf.int32)},
+                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  ds = ds.batch(local, drop_remainder=True).prefetch(prefetch)
+  return _as_numpy(ds)
+
+
+def eval_batches(split: Split, preprocess: str, global_batch: int, seed: int,
+                 host: HostSlice, prefetch: int = 2) -> Iterator[dict[str, np.ndarray]]:
+  """Host-local evaluation batches {'image', 'label', 'mask'}: every example exactly once."""
+  local = host.local(global_batch, 'eval_batch_size')
+  pipeline = augment.parse(preprocess)
+  if split.in_memory:
+    images, labels = tf.constant(split.images), tf.constant(split.labels)
+    n = split.num_examples
+    num_batches = math.ceil(n / global_batch)
+    positions = (np.arange(num_batches)[:, None] * global_batch + host.process_index * local
+                 + np.arange(local)[None, :]).reshape(-1)
+    ds = tf.data.Dataset.from_tensor_slices(positions)
+
+    def example(pos):
+      i = tf.minimum(pos, n - 1)
+      return {'image': pipeline(tf.gather(images, i), _seed(seed, pos)),
+              'label': tf.gather(labels, i), 'mask': tf.cast(pos < n, tf.float32)}
+
+    ds = ds.map(example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  else:
+    sizes = split.shard_sizes(host.process_count)
+    if min(sizes) == 0:
+      raise DataError(f'The {split.name} split is too small to give every process an example.')
+    num_batches = math.ceil(max(sizes) / local)
+    ds = split.stream(host.process_index, host.process_count).enumerate()
+    ds = ds.map(lambda pos, ex: {'image': pipeline(split.decode(ex['image']), _seed(seed, pos)),
+                                 'label': tf.cast(ex['label'], tf.int32),
+                                 'mask': tf.constant(1.0)},
+                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    padding = num_batches * local - sizes[host.process_index]
+    ds = ds.concatenate(ds.take(1).map(lambda ex: {**ex, 'mask': tf.constant(0.0)}).repeat(padding))
+  ds = ds.batch(local, drop_remainder=True).prefetch(prefetch)
+  return _as_numpy(ds)
+
+
+def output_image_shape(split: Split, preprocess: str) -> tuple[Any, ...]:
+  """The shape of a preprocessed image of `split` (None where it varies)."""
+  return augment.output_shape(augment.parse(preprocess), split.image_shape)

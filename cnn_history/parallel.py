@@ -1,0 +1,65 @@
+"""The device mesh, shardings, and global batches assembled from per-host data.
+
+Data parallelism on a 1-D mesh ('data',): the batch is sharded on its leading axis,
+parameters are replicated, and one `jax.jit` step runs on 1 CPU, 8 GPUs or a multi-host
+TPU pod alike. (No pmap: it is in maintenance mode in JAX.)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+
+def make_mesh(num_devices: int = -1) -> Mesh:
+  """A ('data',) mesh over all devices, or over the first `num_devices` of a single process."""
+  devices = jax.devices()
+  if num_devices > 0:
+    if num_devices > len(devices):
+      raise ValueError(f'config.num_devices={num_devices}, but only {len(devices)} devices exist.')
+    if num_devices < len(devices) and jax.process_count() > 1:
+      raise ValueError('config.num_devices must be -1 (all devices) in a multi-process run.')
+    devices = devices[:num_devices]
+  return Mesh(np.asarray(devices), ('data',))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def batch_sharded(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P('data'))
+
+
+def check_divisible(global_batch: int, mesh: Mesh, field: str) -> None:
+  """A global batch must split evenly over the devices of the mesh."""
+  if global_batch % mesh.size:
+    lower = global_batch - global_batch % mesh.size
+    raise ValueError(
+        f'config.{field}={global_batch} is not divisible by the {mesh.size} devices of the mesh; '
+        f'use a multiple of {mesh.size} (e.g. {lower or mesh.size} or {lower + mesh.size}).')
+
+
+def global_batch(local: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
+  """Joins every process's host-local batch into global arrays sharded over 'data'."""
+  sharding = batch_sharded(mesh)
+  return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in local.items()}
+
+
+def to_host(tree: Any) -> Any:
+  """Numpy copies of (possibly multi-host) arrays: replicated ones read locally, others gathered."""
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+
+  def fetch(x):
+    if not isinstance(x, jax.Array):
+      return np.asarray(x)
+    if x.is_fully_addressable:
+      return np.asarray(x)
+    if x.is_fully_replicated:
+      return np.asarray(x.addressable_data(0))
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+  return jax.tree_util.tree_map(fetch, tree)

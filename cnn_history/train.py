@@ -1,0 +1,256 @@
+"""train_and_evaluate(config, workdir): the training loop, top to bottom.
+
+The loop holds no paper-specific constant: the model, data, loss, optimizer, schedule and
+their hyperparameters all come from the config (cnn_history/config.py lists every field).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from cnn_history import checkpoint, models, optim, parallel
+from cnn_history import metrics as metrics_lib
+from cnn_history.config import check_choice
+from cnn_history.data import pipeline, sources
+from cnn_history.steps import make_steps
+
+
+class NonFiniteError(FloatingPointError):
+  """The loss or the gradients became NaN/Inf."""
+
+
+def check_input_shape(name: str, image_shape: tuple[Any, ...], where: str) -> None:
+  """A network with a fixed input size must get exactly that size from the data pipeline."""
+  spec = models.get_spec(name)
+  if None in image_shape:
+    raise ValueError(f'{where} produces images of variable size {image_shape}; add a resize or '
+                     "crop op to it (e.g. 'resize(256)|center_crop(224)').")
+  if spec.fixed_input and tuple(image_shape) != spec.input_shape:
+    h, w, c = spec.input_shape
+    raise ValueError(
+        f'{name} takes {h}x{w}x{c} images, but {where} produces '
+        f'{"x".join(map(str, image_shape))}. Adjust the preprocessing (e.g. pad(2) centres '
+        f'28x28 digits in 32x32, resize({h}) scales) or the dataset.')
+
+
+def evaluate(steps, state, split: sources.Split, config, mesh, host) -> dict[str, float]:
+  """Top-1/top-5 and loss over every example of `split` (padded batches are masked)."""
+  totals = None
+  for local in pipeline.eval_batches(split, config.data.eval_preprocess, config.eval_batch_size,
+                                     config.seed, host, config.data.prefetch):
+    sums = steps.evaluate(state, parallel.global_batch(local, mesh))
+    totals = sums if totals is None else jax.tree_util.tree_map(jnp.add, totals, sums)
+  totals = parallel.to_host(totals)
+  count = float(totals['count'])
+  if count != split.num_examples:
+    raise AssertionError(f'evaluated {count} examples of {split.num_examples}')
+  return {'loss': float(totals['loss']) / count, 'top1': float(totals['top1']) / count,
+          'top5': float(totals['top5']) / count, 'count': count}
+
+
+def _every(epochs: float, steps: int, steps_per_epoch: int) -> int:
+  """An interval in steps from 'every N epochs' (or N steps when given); 0 = never."""
+  if steps > 0:
+    return steps
+  return max(1, round(epochs * steps_per_epoch)) if epochs > 0 else 0
+
+
+def _sdlm_sample(split: sources.Split, config, epoch: int, mesh, host) -> dict[str, jax.Array]:
+  """The examples SDLM re-estimates its curvature on before pass `epoch` (padded to the mesh)."""
+  n = config.optimizer.sdlm_samples
+  global_n = math.ceil(n / mesh.size) * mesh.size
+  rng = np.random.default_rng([config.seed, epoch, 1])
+  if split.in_memory:
+    picked = rng.choice(split.num_examples, n, replace=False)
+    sub = sources.Split(split.name, n, split.num_classes, split.image_shape,
+                        split.images[picked], split.labels[picked])
+  else:
+    sub = split
+  batch = next(pipeline.eval_batches(sub, config.data.train_preprocess, global_n,
+                                     config.seed + epoch, host))
+  return parallel.global_batch(batch, mesh)
+
+
+def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
+  """Trains (or, with config.mode='eval', only evaluates) and returns the summary."""
+  start_time = time.time()
+  check_choice('mode', config.mode, ('train', 'eval'))
+  pipeline.hide_accelerators_from_tensorflow()
+  if config.compilation_cache_dir:
+    jax.config.update('jax_compilation_cache_dir', config.compilation_cache_dir)
+  os.makedirs(workdir, exist_ok=True)
+
+  # ---- Devices and batches -------------------------------------------------------------------
+  mesh = parallel.make_mesh(config.num_devices)
+  host = pipeline.HostSlice(jax.process_index(), jax.process_count())
+  parallel.check_divisible(config.batch_size, mesh, 'batch_size')
+  parallel.check_divisible(config.eval_batch_size, mesh, 'eval_batch_size')
+  k = config.examples_per_update
+  if k < 0 or (k and config.batch_size % k):
+    raise ValueError(f'config.examples_per_update={k} must be 0 or divide '
+                     f'config.batch_size={config.batch_size}.')
+  logging.info('Process %d of %d; %d local of %d devices (%s); global batch %d.',
+               host.process_index, host.process_count, jax.local_device_count(), mesh.size,
+               jax.devices()[0].platform, config.batch_size)
+
+  # ---- Data --------------------------------------------------------------------------------
+  train_split = sources.load_split(config.data, config.data.train_split, config.seed)
+  eval_split = sources.load_split(config.data, config.data.eval_split, config.seed)
+  image_shape = pipeline.output_image_shape(train_split, config.data.train_preprocess)
+  eval_shape = pipeline.output_image_shape(eval_split, config.data.eval_preprocess)
+  check_input_shape(config.model.name, image_shape, 'config.data.train_preprocess')
+  check_input_shape(config.model.name, eval_shape, 'config.data.eval_preprocess')
+  steps_per_epoch = train_split.num_examples // config.batch_size
+  if steps_per_epoch == 0:
+    raise ValueError(f'config.batch_size={config.batch_size} exceeds the {train_split.num_examples}'
+                     ' training examples.')
+  total_steps = (config.num_steps if config.num_steps > 0
+                 else math.ceil(config.num_epochs * steps_per_epoch))
+
+  # ---- Model, optimizer, steps ----------------------------------------------------------------
+  num_classes = config.model.num_classes if config.model.num_classes > 0 else train_split.num_classes
+  model = models.create_model(config.model.name, num_classes=num_classes,
+                              **config.model.overrides.to_dict())
+  updates_per_step = config.batch_size // k if k else 1
+  schedule = optim.build_schedule(config.schedule, steps_per_epoch * updates_per_step,
+                                  updates_per_step, total_steps * updates_per_step)
+  tx = optim.build_optimizer(config.optimizer, schedule)
+  steps = make_steps(model, tx, schedule, config, mesh, image_shape)
+  num_params = sum(x.size for x in jax.tree_util.tree_leaves(steps.abstract_state.params))
+  logging.info('Model %s: %s parameters; %d steps of %d examples (%d per epoch).',
+               config.model.name, f'{num_params:,}', total_steps, config.batch_size,
+               steps_per_epoch)
+
+  # ---- State: resume, or start (optionally from another run's weights) ---------------------
+  repl = parallel.replicated(mesh)
+  abstract = jax.tree_util.tree_map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=repl), steps.abstract_state)
+  identity = {'model': config.model.name, 'num_classes': num_classes,
+              'params': checkpoint.fingerprint(steps.abstract_state.params)}
+  ckpt = checkpoint.Checkpoints(os.path.join(workdir, 'checkpoints'), config.keep_checkpoints,
+                                identity)
+  restored = ckpt.restore_latest(abstract)
+  if restored is not None:
+    state, record = restored
+    logging.info('Resumed from the checkpoint at step %d (epoch %.2f).', record['step'],
+                 record['step'] / steps_per_epoch)
+  else:
+    state = steps.init(jax.random.key(config.seed))
+    if config.init_from:
+      source = checkpoint.Checkpoints(os.path.join(config.init_from, 'checkpoints'), 1, identity)
+      loaded = source.restore_latest(abstract)
+      source.close()
+      if loaded is None:
+        raise checkpoint.CheckpointError(f'config.init_from={config.init_from!r} has no checkpoint.')
+      state = state.replace(params=loaded[0].params, batch_stats=loaded[0].batch_stats)
+      logging.info('Initialised params and batch_stats from %s.', config.init_from)
+  start_step = int(parallel.to_host(state.step))
+
+  def finish(summary_extra: dict[str, Any], final_eval: dict[str, float] | None):
+    summary = {'model': config.model.name, 'num_params': int(num_params),
+               'steps': int(parallel.to_host(state.step)),
+               'epochs': int(parallel.to_host(state.step)) / steps_per_epoch,
+               'wall_time_s': time.time() - start_time, **summary_extra}
+    if final_eval is not None:
+      summary.update({f'eval_{k}': v for k, v in final_eval.items()})
+    if jax.process_index() == 0:
+      checkpoint.write_json(os.path.join(workdir, 'summary.json'), summary)
+    return summary
+
+  if config.mode == 'eval':
+    result = evaluate(steps, state, eval_split, config, mesh, host)
+    logging.info('Evaluation of %s at step %d: top-1 %.4f, top-5 %.4f, loss %.4f.',
+                 config.model.name, start_step, result['top1'], result['top5'], result['loss'])
+    ckpt.close()
+    return finish({}, result)
+
+  # ---- Train -----------------------------------------------------------------------------
+  writer = metrics_lib.Writer(workdir, resume_step=start_step)
+  progress = metrics_lib.Progress(total_steps, start_step, config.batch_size, config.progress_bar)
+  watch = checkpoint.PreemptionWatch()
+  eval_every = _every(config.eval_every_epochs, -1, steps_per_epoch)
+  ckpt_every = _every(config.checkpoint_every_epochs, config.checkpoint_every_steps,
+                      steps_per_epoch)
+  batches = pipeline.train_batches(train_split, config.data.train_preprocess, config.batch_size,
+                                   config.seed, start_step, host, config.data.prefetch,
+                                   config.data.shuffle_buffer)
+  pending: list[tuple[int, dict[str, jax.Array]]] = []  # device metrics not yet fetched
+  epoch_losses: dict[int, list[float]] = {}  # epoch -> training loss of each step
+  last_eval: dict[str, float] | None = None
+  preempted = False
+
+  def flush_metrics(step: int) -> None:
+    """Fetches the pending step metrics, stops on NaN/Inf, and writes their means."""
+    if not pending:
+      return
+    fetched = [(s, parallel.to_host(m)) for s, m in pending]
+    pending.clear()
+    for s, m in fetched:
+      if not m['finite']:
+        bad = [k for k in ('loss', 'grad_norm') if not np.isfinite(m[k])]
+        raise NonFiniteError(f'Non-finite {" and ".join(bad)} at step {s} '
+                             f'({", ".join(f"{k}={m[k]}" for k in ("loss", "grad_norm"))}); '
+                             'stopping. The last checkpoint before it is kept; lower the '
+                             'learning rate or check the data.')
+      epoch_losses.setdefault((s - 1) // steps_per_epoch, []).append(float(m['loss']))
+    values = [m for _, m in fetched]
+    scalars = {k: metrics_lib.mean_of(values, k)
+               for k in ('loss', 'top1', 'top5', 'grad_norm')}
+    scalars['learning_rate'] = float(values[-1]['learning_rate'])
+    timing = progress.update(step)
+    scalars['images_per_s'] = timing['images_per_s']
+    writer.write(step, 'train', scalars)
+    if jax.process_index() == 0:
+      metrics_lib.log_line(step, total_steps, step / steps_per_epoch, scalars, timing['eta_s'])
+
+  try:
+    for step in range(start_step, total_steps):
+      if steps.curvature is not None and step % steps_per_epoch == 0:
+        sample = _sdlm_sample(train_split, config, step // steps_per_epoch, mesh, host)
+        state = steps.curvature(state, sample['image'], sample['mask'])
+      state, step_metrics = steps.train(state, parallel.global_batch(next(batches), mesh))
+      done = step + 1
+      pending.append((done, step_metrics))
+      if done % config.log_every_steps == 0 or done == total_steps:
+        flush_metrics(done)
+      if eval_every and done % eval_every == 0 and done != total_steps:
+        last_eval = evaluate(steps, state, eval_split, config, mesh, host)
+        writer.write(done, 'eval', last_eval)
+        logging.info('Eval at step %d (epoch %.2f): top-1 %.4f top-5 %.4f loss %.4f', done,
+                     done / steps_per_epoch, last_eval['top1'], last_eval['top5'],
+                     last_eval['loss'])
+      stop = watch.should_stop(done)
+      if (ckpt_every and done % ckpt_every == 0) or stop or done == total_steps:
+        flush_metrics(done)  # never checkpoint a NaN state
+        ckpt.save(done, state, {'epoch': done / steps_per_epoch}, force=stop)
+      if stop:
+        logging.warning('Stopped at step %d on request (preemption); the checkpoint is saved. '
+                        'Run the same command again to resume.', done)
+        preempted = True
+        break
+  finally:
+    ckpt.close()  # waits for async saves: a checkpoint is never half-written at exit
+    watch.close()
+    progress.close()
+
+  # The training loss of the last epoch (of the steps this process ran).
+  extra = {'train_loss': float(np.mean(epoch_losses[max(epoch_losses)])) if epoch_losses
+                         else float('nan'),
+           'preempted': preempted}
+  if preempted:
+    writer.close()
+    return finish(extra, None)
+  final = evaluate(steps, state, eval_split, config, mesh, host)
+  writer.write(total_steps, 'eval', final)
+  writer.close()
+  logging.info('Final evaluation of %s after %d steps: top-1 %.4f, top-5 %.4f, loss %.4f.',
+               config.model.name, total_steps, final['top1'], final['top5'], final['loss'])
+  return finish(extra, final)
