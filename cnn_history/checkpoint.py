@@ -118,6 +118,24 @@ class Checkpoints:
     self._manager = self._open()
 
 
+def restore_arrays(directory: str, step: int | None = None) -> tuple[int, Any]:
+  """A checkpointed state as arrays on this process's first device, whatever the topology
+  that wrote it (for tools and tests: evaluation, visualisation, comparisons)."""
+  directory = os.path.abspath(directory)
+  if step is None:
+    steps = [int(d) for d in os.listdir(directory) if d.isdigit()] if os.path.isdir(directory) else []
+    if not steps:
+      raise CheckpointError(f'No checkpoint in {directory}.')
+    step = max(steps)
+  path = os.path.join(directory, str(step), 'state')
+  with ocp.StandardCheckpointer() as checkpointer:
+    metadata = checkpointer.metadata(path).item_metadata
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    target = jax.tree_util.tree_map(
+        lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), metadata)
+    return step, checkpointer.restore(path, target)
+
+
 class PreemptionWatch:
   """Turns SIGTERM into a request to checkpoint and stop at the next step boundary.
 

@@ -55,8 +55,8 @@ def default_config() -> ConfigDict:
   c.data.tfds_dir = ''           # TFDS data_dir ('' = $TFDS_DATA_DIR or ~/tensorflow_datasets)
   c.data.download = True         # let TFDS download/prepare when the data is missing
   c.data.path = ''               # directory of the files (source='idx' or 'folder')
-  c.data.train_split = 'train'
-  c.data.eval_split = 'test'
+  c.data.train_split = 'train'  # the split trained on
+  c.data.eval_split = 'test'    # the split evaluated (every example exactly once)
   c.data.in_memory = 'auto'      # 'auto' | 'yes' | 'no': load a split as arrays (exact order,
                                  # cheap resume); 'auto' = yes for datasets under 2 GB
   c.data.train_preprocess = ''   # ops applied to each training image, e.g. 'pad(2)|scale(-0.1, 1.175)'
@@ -64,9 +64,9 @@ def default_config() -> ConfigDict:
   c.data.shuffle_buffer = 50_000  # for streamed (not in-memory) training data
   c.data.prefetch = 2            # batches prepared ahead of the device
   c.data.synthetic_shape = (32, 32, 3)  # (H, W, C) of synthetic images
-  c.data.synthetic_classes = 10
-  c.data.synthetic_train_size = 1024
-  c.data.synthetic_eval_size = 256
+  c.data.synthetic_classes = 10         # number of random labels
+  c.data.synthetic_train_size = 1024    # synthetic training examples
+  c.data.synthetic_eval_size = 256      # synthetic evaluation examples
 
   # ---- Loss -----------------------------------------------------------------------------
   c.loss = ConfigDict()
@@ -81,7 +81,7 @@ def default_config() -> ConfigDict:
   c.optimizer.b1 = 0.9           # adam / adamw
   c.optimizer.b2 = 0.999         # adam / adamw
   c.optimizer.eps = 1e-8         # adam / adamw
-  c.optimizer.weight_decay = 0.0
+  c.optimizer.weight_decay = 0.0     # the weight-decay coefficient (0: none)
   c.optimizer.weight_decay_mode = 'coupled'  # 'coupled' (L2 added to the gradient) | 'decoupled'
   c.optimizer.weight_decay_on = 'all'  # 'all' | 'kernels' (no biases, BN or other 1-D params)
   c.optimizer.grad_clip_norm = 0.0     # clip the global gradient norm (0: off)

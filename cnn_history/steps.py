@@ -73,7 +73,7 @@ def make_steps(model: nn.Module, tx: optax.GradientTransformation, schedule: opt
                           batch_stats=new_vars['batch_stats'] if has_bn else state.batch_stats)
     stats = dict(loss=per_example, top1=top_k_correct(logits, labels, 1),
                  top5=top_k_correct(logits, labels, 5))
-    return state, stats, optax.global_norm(grads)
+    return state, stats, optax.tree.norm(grads)
 
   def train_step(state: TrainState, batch: dict[str, jax.Array]):
     images, labels = batch['image'], batch['label']

@@ -186,6 +186,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   epoch_losses: dict[int, list[float]] = {}  # epoch -> training loss of each step
   last_eval: dict[str, float] | None = None
   preempted = False
+  clock = {'first_step_done': None, 'last_step_done': None, 'steps': 0}
 
   def flush_metrics(step: int) -> None:
     """Fetches the pending step metrics, stops on NaN/Inf, and writes their means."""
@@ -219,6 +220,11 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
       state, step_metrics = steps.train(state, parallel.global_batch(next(batches), mesh))
       done = step + 1
       pending.append((done, step_metrics))
+      if clock['first_step_done'] is None:  # the first step includes compilation
+        jax.block_until_ready(step_metrics)
+        clock['first_step_done'] = time.perf_counter()
+      else:
+        clock['steps'] += 1
       if done % config.log_every_steps == 0 or done == total_steps:
         flush_metrics(done)
       if eval_every and done % eval_every == 0 and done != total_steps:
@@ -236,6 +242,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
                         'Run the same command again to resume.', done)
         preempted = True
         break
+    clock['last_step_done'] = time.perf_counter()
   finally:
     ckpt.close()  # waits for async saves: a checkpoint is never half-written at exit
     watch.close()
@@ -245,6 +252,9 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   extra = {'train_loss': float(np.mean(epoch_losses[max(epoch_losses)])) if epoch_losses
                          else float('nan'),
            'preempted': preempted}
+  if clock['steps']:  # throughput after the first (compiling) step, evaluations included
+    extra['train_images_per_s'] = clock['steps'] * config.batch_size / (
+        clock['last_step_done'] - clock['first_step_done'])
   if preempted:
     writer.close()
     return finish(extra, None)

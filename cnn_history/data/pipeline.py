@@ -92,12 +92,14 @@ def train_batches(split: Split, preprocess: str, global_batch: int, seed: int,
     start_epoch, skip = divmod(start_step, steps_per_epoch)
     per_epoch = steps_per_epoch * local
 
+    shard = split.stream(host.process_index, host.process_count)
+
     def epoch_dataset(epoch):
-      ds = split.stream(host.process_index, host.process_count)
-      ds = ds.shuffle(shuffle_buffer, seed=seed * 1_000_003 + epoch,
+      ds = shard.shuffle(shuffle_buffer, seed=seed * 1_000_003 + epoch,
                       reshuffle_each_iteration=False)
       ds = ds.take(per_epoch).enumerate(epoch * per_epoch)
-      return ds.skip(tf.where(epoch == start_epoch, skip * local, 0))
+      return ds.skip(tf.where(epoch == start_epoch, tf.constant(skip * local, tf.int64),
+                              tf.constant(0, tf.int64)))
 
     ds = tf.data.Dataset.range(start_epoch, 2**62).flat_map(epoch_dataset)
     # Positions are distinct across hosts, so that no two examples share an augmentation seed.

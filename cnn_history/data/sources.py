@@ -186,7 +186,8 @@ def _split_size(builder, split: str) -> int:
                     f'{sorted(builder.info.splits)}.') from None
 
 
-def _builder_split(builder, split: str, in_memory: str) -> Split:
+def _builder_split(builder, split: str, in_memory: str, subsplits: bool = True) -> Split:
+  """A split of a TFDS builder; `subsplits` False: shard by ds.shard (ImageFolder has none)."""
   tfds = _tfds()
   features = builder.info.features
   num_classes = features['label'].num_classes
@@ -200,12 +201,18 @@ def _builder_split(builder, split: str, in_memory: str) -> Split:
     return Split(split, n, num_classes, shape, np.asarray(data['image'], np.uint8),
                  np.asarray(data['label'], np.int32))
 
+  decoders = {'image': tfds.decode.SkipDecoding()}
+
   def stream(shard_index: int, num_shards: int):
+    if not subsplits:
+      ds = builder.as_dataset(split=split, shuffle_files=False, decoders=decoders)
+      return ds.shard(num_shards, shard_index)
     sub = tfds.even_splits(split, n=num_shards, drop_remainder=False)[shard_index]
-    return builder.as_dataset(split=sub, shuffle_files=False,
-                              decoders={'image': tfds.decode.SkipDecoding()})
+    return builder.as_dataset(split=sub, shuffle_files=False, decoders=decoders)
 
   def shard_sizes(num_shards: int) -> list[int]:
+    if not subsplits:
+      return [len(range(i, n, num_shards)) for i in range(num_shards)]
     return [_split_size(builder, s) for s in tfds.even_splits(split, n=num_shards,
                                                               drop_remainder=False)]
 
@@ -224,7 +231,7 @@ def folder_split(path: str, split: str, in_memory: str) -> Split:
                     f'e.g. {path or "DIR"}/{split}/<class name>/<image>.png; '
                     f'{os.path.join(path, split)!r} does not exist.')
   builder = _tfds().folder_dataset.ImageFolder(path)
-  return _builder_split(builder, split, in_memory)
+  return _builder_split(builder, split, in_memory, subsplits=False)
 
 
 def load_split(data_config, split: str, seed: int) -> Split:

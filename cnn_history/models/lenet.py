@@ -225,7 +225,8 @@ class LeNet5(nn.Module):
       if fn is None:  # a parameter-free pooling layer (the modern ablation)
         y = layers.pool_2x2(y, self.pooling)
         continue
-      a = fn(self.weights[name], y)
+      with jax.named_scope(name):  # names the layer in profiles and the summary's MAC count
+        a = fn(self.weights[name], y)
       if self.batch_norm and name in self.norms:
         a = self.norms[name](a, train)
       if record is not None:
