@@ -1,0 +1,191 @@
+"""The training system end to end: resume, preemption, checkpoints, NaN, bad input, real data."""
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from cnn_history import checkpoint, train
+from cnn_history.data import sources
+from tests.helpers import tiny_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def final_state(workdir):
+  """The newest checkpointed state of a run."""
+  return checkpoint.restore_arrays(os.path.join(workdir, 'checkpoints'))
+
+
+def assert_bit_identical(a, b):
+  leaves_a, leaves_b = jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)
+  assert len(leaves_a) == len(leaves_b) > 0
+  for x, y in zip(leaves_a, leaves_b):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def stop_at(monkeypatch, step):
+  """Makes the run stop as if preempted once it has done `step` steps."""
+  monkeypatch.setattr(checkpoint.PreemptionWatch, 'should_stop', lambda self, s: s == step)
+
+
+@pytest.mark.parametrize('variant, stop, num_devices', [('modern_bn', 5, 8), ('paper', 11, 1)])
+def test_stop_and_resume_is_bit_identical(tmp_path, monkeypatch, variant, stop, num_devices):
+  config = tiny_config(variant, num_epochs=2, num_devices=num_devices)
+  if variant == 'paper':  # SDLM re-estimates h_kk at each epoch start (8 steps of 32)
+    config.schedule.name = 'piecewise'
+    config.schedule.boundaries = (1.5,)
+    config.schedule.rates = (1e-4,)
+  reference = train.train_and_evaluate(config, str(tmp_path / 'a'))
+  stop_at(monkeypatch, stop)
+  stopped = train.train_and_evaluate(config, str(tmp_path / 'b'))
+  assert stopped['preempted'] and stopped['steps'] == stop and 'eval_top1' not in stopped
+  monkeypatch.undo()
+  resumed = train.train_and_evaluate(config, str(tmp_path / 'b'))
+  assert resumed['steps'] == reference['steps'] == 16
+  step_a, state_a = final_state(tmp_path / 'a')
+  step_b, state_b = final_state(tmp_path / 'b')
+  assert step_a == step_b == 16
+  assert_bit_identical(state_a, state_b)
+  assert resumed['eval_top1'] == reference['eval_top1']
+  assert resumed['eval_loss'] == reference['eval_loss']
+  # metrics.jsonl of the resumed run has each step once.
+  with open(tmp_path / 'b' / 'metrics.jsonl') as f:
+    steps = [json.loads(line)['step'] for line in f if '"train"' in line]
+  assert steps == sorted(set(steps)) and steps[-1] == 16
+
+
+def _run_main(workdir, *flags, env_extra=None, wait=True):
+  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}  # one CPU device
+  env.update(PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL='2', **(env_extra or {}))
+  cmd = [sys.executable, '-m', 'cnn_history.main', f'--workdir={workdir}', *flags]
+  if not wait:
+    return subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+  result = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stdout + result.stderr
+  return result
+
+
+def test_sigterm_saves_and_a_rerun_resumes_bit_identically(tmp_path):
+  config = ['--config=tests/configs/tiny.py:variant=modern_bn', '--config.num_steps=100000',
+            '--config.checkpoint_every_steps=100000', '--config.data.synthetic_train_size=512']
+  proc = _run_main(tmp_path / 'b', *config, wait=False)
+  metrics = tmp_path / 'b' / 'metrics.jsonl'
+  deadline = time.time() + 240
+  while not (metrics.exists() and metrics.read_text().count('\n') >= 10):
+    assert proc.poll() is None and time.time() < deadline, proc.communicate()[0]
+    time.sleep(0.2)
+  proc.send_signal(signal.SIGTERM)
+  out, _ = proc.communicate(timeout=120)
+  assert proc.returncode == 0, out
+  assert 'SIGTERM received' in out
+  with open(tmp_path / 'b' / 'summary.json') as f:
+    stopped = json.load(f)
+  assert stopped['preempted'] and 20 <= stopped['steps'] < 100000
+  target = stopped['steps'] + 6  # constant learning rate: the total does not change the updates
+  resumed = _run_main(tmp_path / 'b', *config, f'--config.num_steps={target}')
+  assert f'Resumed from the checkpoint at step {stopped["steps"]}' in resumed.stderr
+  _run_main(tmp_path / 'a', *config, f'--config.num_steps={target}')
+  step_a, state_a = final_state(tmp_path / 'a')
+  step_b, state_b = final_state(tmp_path / 'b')
+  assert step_a == step_b == target
+  assert_bit_identical(state_a, state_b)
+
+
+def test_corrupt_latest_checkpoint_falls_back_to_the_previous(tmp_path, caplog):
+  caplog.set_level(logging.INFO)
+  config = tiny_config(num_epochs=1, checkpoint_every_steps=3, keep_checkpoints=5)
+  train.train_and_evaluate(config, str(tmp_path))
+  ckpt_dir = tmp_path / 'checkpoints'
+  assert sorted(int(p.name) for p in ckpt_dir.iterdir() if p.name.isdigit()) == [3, 6, 8]
+  # Corrupt every data file of the newest checkpoint (a crash while writing, a bad disk).
+  for root, _, files in os.walk(ckpt_dir / '8' / 'state'):
+    for name in files:
+      with open(os.path.join(root, name), 'wb') as f:
+        f.write(b'garbage')
+  config.num_epochs = 2
+  summary = train.train_and_evaluate(config, str(tmp_path))
+  assert 'cannot be read' in caplog.text and 'falling back' in caplog.text
+  assert 'Resumed from the checkpoint at step 6' in caplog.text
+  assert summary['steps'] == 16
+  moved = [p.name for p in ckpt_dir.iterdir() if p.name.startswith('corrupt-8-')]
+  assert len(moved) == 1  # kept for inspection, never deleted
+
+
+def test_checkpoint_of_another_network_is_an_error(tmp_path):
+  train.train_and_evaluate(tiny_config(num_steps=2), str(tmp_path))
+  other = tiny_config('paper', num_steps=4)
+  with pytest.raises(checkpoint.CheckpointError, match='incompatible.*new --workdir'):
+    train.train_and_evaluate(other, str(tmp_path))
+  assert (tmp_path / 'checkpoints' / '2').exists()
+
+
+def test_non_finite_loss_stops_with_the_step_named(tmp_path):
+  config = tiny_config(num_steps=6, log_every_steps=3, checkpoint_every_steps=100)
+  config.schedule.learning_rate = 1e30
+  with pytest.raises(train.NonFiniteError, match=r'Non-finite loss.* at step 2 \('):
+    train.train_and_evaluate(config, str(tmp_path))
+  assert not (tmp_path / 'checkpoints' / '6').exists()
+
+
+def test_summary_and_metrics_files(tmp_path):
+  summary = train.train_and_evaluate(tiny_config(num_epochs=2), str(tmp_path))
+  with open(tmp_path / 'summary.json') as f:
+    written = json.load(f)
+  for key in ('eval_top1', 'eval_top5', 'eval_loss', 'train_loss', 'steps', 'epochs',
+              'wall_time_s'):
+    assert key in written
+  assert written == pytest.approx(summary)
+  assert written['steps'] == 16 and written['epochs'] == 2.0 and written['eval_count'] == 100
+  assert 0.0 <= written['eval_top1'] <= written['eval_top5'] <= 1.0
+  with open(tmp_path / 'metrics.jsonl') as f:
+    lines = [json.loads(line) for line in f]
+  train_lines = [l for l in lines if l['split'] == 'train']
+  assert [l['step'] for l in train_lines] == list(range(2, 17, 2))
+  for key in ('loss', 'top1', 'top5', 'learning_rate', 'images_per_s', 'grad_norm'):
+    assert np.isfinite(train_lines[-1][key])
+  assert [l['step'] for l in lines if l['split'] == 'eval'] == [8, 16]
+  assert any(name.startswith('events.out.tfevents') for name in os.listdir(tmp_path))
+
+
+@pytest.mark.parametrize('fields, message', [
+    ({'batch_size': 36}, r'batch_size=36 is not divisible by the 8 devices'),
+    ({'eval_batch_size': 20}, r'eval_batch_size=20 is not divisible by the 8 devices'),
+    ({'data.train_preprocess': 'scale(0, 1)', 'data.synthetic_shape': (28, 28, 1)},
+     r'lenet5 takes 32x32x1 images, but config.data.train_preprocess produces 28x28x1.*pad\(2\)'),
+    ({'model.name': 'lenet7'}, r"Unknown model 'lenet7'.*lenet5"),
+    ({'data.source': 'tfds', 'data.name': 'fashon_mnist'}, r"no dataset 'fashon_mnist'"),
+    ({'data.source': 'idx', 'data.path': '/nonexistent'}, r'apt-get install dataset-fashion-mnist'),
+    ({'data.source': 'csv'}, r"Unknown config.data.source 'csv'"),
+    ({'optimizer.name': 'adagrad'}, r"config.optimizer.name='adagrad' is not valid.*'sgd'"),
+    ({'model.overrides.actvation': 'relu'}, r"no option 'actvation'.*'activation'"),
+    ({'examples_per_update': 5}, r'examples_per_update=5 must be 0 or divide'),
+])
+def test_bad_input_is_a_clear_error(tmp_path, fields, message):
+  config = tiny_config()
+  for key, value in fields.items():
+    *path, last = key.split('.')
+    target = config
+    for p in path:
+      target = target[p]
+    with target.unlocked():  # the misspelt override is added past the config's own check
+      setattr(target, last, value)
+  with pytest.raises((ValueError, sources.DataError), match=message):
+    train.train_and_evaluate(config, str(tmp_path))
+
+
+def test_eval_mode_evaluates_a_checkpoint(tmp_path):
+  trained = train.train_and_evaluate(tiny_config(num_epochs=1), str(tmp_path))
+  config = tiny_config(num_epochs=1, mode='eval', eval_batch_size=40)
+  evaluated = train.train_and_evaluate(config, str(tmp_path))
+  assert evaluated['eval_count'] == 100 and evaluated['steps'] == trained['steps']
+  assert evaluated['eval_top1'] == pytest.approx(trained['eval_top1'])
+  assert evaluated['eval_loss'] == pytest.approx(trained['eval_loss'], rel=1e-5)
