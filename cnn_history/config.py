@@ -73,6 +73,7 @@ def default_config() -> ConfigDict:
   c.loss.name = 'softmax_xent'   # 'softmax_xent' | 'rbf' (LeNet eq. 8) | 'rbf_discriminative' (eq. 9)
   c.loss.label_smoothing = 0.0   # softmax_xent only
   c.loss.rbf_j = 0.1             # LeNet eq. 9: the constant j in log(e^-j + sum_i e^-y_i)
+  c.loss.aux_weights = ()        # weight of each auxiliary head's loss (GoogLeNet: (0.3, 0.3))
 
   # ---- Optimizer ------------------------------------------------------------------------
   c.optimizer = ConfigDict()

@@ -62,10 +62,20 @@ def make_steps(model: nn.Module, tx: optax.GradientTransformation, schedule: opt
       variables = {'params': params}
       if has_bn:
         variables['batch_stats'] = state.batch_stats
+      mutable = ['batch_stats', 'intermediates'] if has_bn else ['intermediates']
       logits, new_vars = model.apply(variables, images, train=True, rngs={'dropout': rng},
-                                     mutable=['batch_stats'] if has_bn else [])
+                                     mutable=mutable)
       per_example = losses.per_example_loss(loss_cfg.name, logits, labels, **loss_kwargs)
-      return per_example.mean(), (logits, per_example, new_vars)
+      loss = per_example.mean()
+      aux = new_vars['intermediates'].get('aux_logits', ())
+      if len(aux) != len(loss_cfg.aux_weights):
+        raise ValueError(f'{type(model).__name__} returns {len(aux)} auxiliary heads but '
+                         f'config.loss.aux_weights has {len(loss_cfg.aux_weights)} weights; give '
+                         'one weight per head (e.g. GoogLeNet: (0.3, 0.3)) or switch the heads off.')
+      for weight, aux_logits in zip(loss_cfg.aux_weights, aux):
+        loss += weight * losses.per_example_loss(loss_cfg.name, aux_logits, labels,
+                                                 **loss_kwargs).mean()
+      return loss, (logits, per_example, new_vars)
 
     grads, (logits, per_example, new_vars) = jax.grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)

@@ -79,3 +79,301 @@ def pool_2x2(x: jax.Array, reduce: str) -> jax.Array:
   if reduce == 'sum':
     return blocks.sum(axis=(2, 4))
   raise ValueError(f"pool_2x2: unknown reduce {reduce!r}; use 'max', 'avg' or 'sum'.")
+
+
+# ---- Activations --------------------------------------------------------------------------
+
+def hard_sigmoid(x: jax.Array) -> jax.Array:
+  """ReLU6(x + 3) / 6 (MobileNetV3; not Keras 1's 0.2x + 0.5)."""
+  return jax.nn.relu6(x + 3.0) / 6.0
+
+
+def hard_swish(x: jax.Array) -> jax.Array:
+  """x * ReLU6(x + 3) / 6 (MobileNetV3)."""
+  return x * hard_sigmoid(x)
+
+
+ACTIVATIONS = {
+    'relu': nn.relu, 'relu6': jax.nn.relu6, 'swish': nn.swish, 'silu': nn.swish,
+    'sigmoid': nn.sigmoid, 'tanh': jnp.tanh, 'hard_swish': hard_swish,
+    'hard_sigmoid': hard_sigmoid, 'linear': lambda x: x, None: lambda x: x,
+}
+
+
+def activation(name: str | None):
+  """The activation function called `name` (None or 'linear': identity)."""
+  try:
+    return ACTIVATIONS[name]
+  except KeyError:
+    raise ValueError(f'Unknown activation {name!r}; choose one of '
+                     f'{sorted(k for k in ACTIVATIONS if k)}.') from None
+
+
+# ---- Padding and pooling --------------------------------------------------------------------
+# Two conventions meet in ported weights: TF 'SAME' (asymmetric for stride 2 on even inputs,
+# the extra row/column at the end) and PyTorch's explicit symmetric padding. Flax's 'SAME' is
+# TF's; an int p (or ((p, p), (p, p))) is PyTorch's.
+
+Padding = Any  # 'SAME' | 'VALID' | int | ((top, bottom), (left, right))
+
+
+def explicit_padding(padding: Padding) -> Any:
+  """Flax/lax padding from 'SAME', 'VALID', an int p (symmetric) or a pair of (lo, hi)."""
+  if isinstance(padding, str):
+    return padding.upper()
+  if isinstance(padding, int):
+    return ((padding, padding), (padding, padding))
+  return tuple(tuple(p) for p in padding)
+
+
+def max_pool(x: jax.Array, window: int, stride: int, padding: Padding = 'VALID',
+             ceil_mode: bool = False) -> jax.Array:
+  """Max-pooling on NHWC, padding with -inf; ceil_mode as PyTorch (a last partial window)."""
+  pads = explicit_padding(padding)
+  if ceil_mode:
+    pads = _ceil_pads(x.shape[1:3], window, stride, 'VALID' if pads == 'VALID' else pads)
+  return nn.max_pool(x, (window, window), (stride, stride), pads)
+
+
+def avg_pool(x: jax.Array, window: int, stride: int, padding: Padding = 'VALID',
+             count_include_pad: bool = True, ceil_mode: bool = False) -> jax.Array:
+  """Average pooling on NHWC. count_include_pad=True is PyTorch's default; TF 'SAME' excludes
+  the padding (count_include_pad=False)."""
+  pads = explicit_padding(padding)
+  if ceil_mode:
+    pads = _ceil_pads(x.shape[1:3], window, stride, 'VALID' if pads == 'VALID' else pads)
+  return nn.avg_pool(x, (window, window), (stride, stride), pads,
+                     count_include_pad=count_include_pad)
+
+
+def _ceil_pads(spatial, window, stride, pads):
+  """Extra end padding so that the output size is ceil((n + pads - window) / stride) + 1,
+  dropping a last window that would start in the padding (PyTorch's rule)."""
+  base = ((0, 0), (0, 0)) if pads == 'VALID' else pads
+  out = []
+  for n, (lo, hi) in zip(spatial, base):
+    size = n + lo + hi
+    steps = -(-(size - window) // stride) + 1
+    if (steps - 1) * stride >= n + lo:
+      steps -= 1
+    out.append((lo, hi + max(0, (steps - 1) * stride + window - size)))
+  return tuple(out)
+
+
+def global_avg_pool(x: jax.Array) -> jax.Array:
+  """[N, H, W, C] -> [N, C]."""
+  return jnp.mean(x, axis=(1, 2))
+
+
+# ---- Convolution blocks ---------------------------------------------------------------------
+
+class ConvBN(nn.Module):
+  """Convolution -> [BatchNorm] -> [activation]: the block most papers after 2015 repeat.
+
+  `padding` follows `explicit_padding` (TF 'SAME' or PyTorch symmetric ints); `groups` > 1 is a
+  grouped convolution (groups = input channels: depthwise). BatchNorm fields are those of
+  `BatchNorm` (momentum is the decay of the running averages; batch_span the ghost batch).
+  """
+  features: int
+  kernel_size: int | tuple[int, int] = 3
+  strides: int = 1
+  padding: Padding = 'SAME'
+  groups: int = 1
+  use_bias: bool = False
+  use_bn: bool = True
+  act: str | None = 'relu'
+  bn_momentum: float = 0.9
+  bn_epsilon: float = 1e-5
+  bn_batch_span: int | None = None
+  bn_scale: bool = True           # Keras Inception/Xception-style BN without gamma: False
+  bn_scale_init: Any = nn.initializers.ones  # zeros for Bag of Tricks' zero-gamma
+  kernel_init: Any = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
+  bias_init: Any = nn.initializers.zeros
+  dilation: int = 1
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    k = self.kernel_size if isinstance(self.kernel_size, tuple) else (self.kernel_size,) * 2
+    x = nn.Conv(self.features, k, (self.strides,) * 2, explicit_padding(self.padding),
+                kernel_dilation=(self.dilation,) * 2, feature_group_count=self.groups,
+                use_bias=self.use_bias, kernel_init=self.kernel_init, bias_init=self.bias_init,
+                dtype=self.dtype, name='conv')(x)
+    if self.use_bn:
+      x = BatchNorm(self.bn_momentum, self.bn_epsilon, self.bn_batch_span,
+                    use_scale=self.bn_scale, scale_init=self.bn_scale_init, dtype=self.dtype,
+                    name='bn')(x, train)
+    return activation(self.act)(x)
+
+
+class LRN(nn.Module):
+  """Local response normalisation across channels (Krizhevsky et al. 2012, §3.3):
+
+    b_i = a_i / (k + alpha * sum_{j = i - n/2}^{i + n/2} a_j^2) ^ beta
+
+  with the paper's k=2, n=5, alpha=1e-4, beta=0.75. `alpha_over_n=True` divides alpha by n, the
+  convention of Caffe and PyTorch's LocalResponseNorm (their alpha is n times the paper's).
+  """
+  size: int = 5
+  k: float = 2.0
+  alpha: float = 1e-4
+  beta: float = 0.75
+  alpha_over_n: bool = False
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    half = self.size // 2
+    squares = jnp.square(x.astype(jnp.float32))
+    padded = jnp.pad(squares, [(0, 0)] * (x.ndim - 1) + [(half, self.size - 1 - half)])
+    window = jax.lax.reduce_window(padded, 0.0, jax.lax.add, (1,) * (x.ndim - 1) + (self.size,),
+                                   (1,) * x.ndim, 'VALID')
+    alpha = self.alpha / self.size if self.alpha_over_n else self.alpha
+    return (x / jnp.power(self.k + alpha * window, self.beta)).astype(x.dtype)
+
+
+def spatial_pyramid_pool(x: jax.Array, levels: tuple[int, ...] = (6, 3, 2, 1)) -> jax.Array:
+  """SPP (He et al. 2014, §2.3): max-pool an a x a map into n x n bins for each level n, with
+  window ceil(a/n) and stride floor(a/n) (the paper's rule), and concatenate the flattened bins
+  ([N, sum n^2 * C]). Any input size gives the same output length."""
+  outs = []
+  h, w = x.shape[1:3]
+  for n in levels:
+    win_h, win_w = -(-h // n), -(-w // n)
+    stride_h, stride_w = max(h // n, 1), max(w // n, 1)
+    pooled = nn.max_pool(x, (win_h, win_w), (stride_h, stride_w), 'VALID')[:, :n, :n, :]
+    if pooled.shape[1:3] != (n, n):
+      raise ValueError(f'SPP level {n} needs a feature map of at least {n}x{n}, got {h}x{w}.')
+    outs.append(pooled.reshape(x.shape[0], -1))
+  return jnp.concatenate(outs, axis=-1)
+
+
+# ---- Channel attention, stochastic depth, shuffles --------------------------------------------
+
+def make_divisible(value: float, divisor: int = 8, min_value: int | None = None,
+                   round_limit: float = 0.9) -> int:
+  """Rounds channels to a multiple of `divisor`, never below `round_limit` of `value`
+  (MobileNet v2/v3, MnasNet and EfficientNet's `_make_divisible` / `round_filters`)."""
+  min_value = min_value or divisor
+  rounded = max(min_value, int(value + divisor / 2) // divisor * divisor)
+  if rounded < round_limit * value:
+    rounded += divisor
+  return rounded
+
+
+class SqueezeExcite(nn.Module):
+  """Squeeze-and-excitation (Hu et al. 2018): global pool -> FC(squeeze) -> act -> FC(C) ->
+  gate -> channel-wise rescale. The FCs are 1x1 convolutions with biases, as the reference
+  implementations write them. SENet: squeeze = C // 16, ReLU, sigmoid; MobileNetV3: squeeze =
+  make_divisible(C_expanded / 4), ReLU, hard-sigmoid; EfficientNet/MnasNet: squeeze =
+  C_block_input / 4, swish/ReLU, sigmoid."""
+  squeeze_channels: int
+  act: str = 'relu'
+  gate: str = 'sigmoid'
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    s = jnp.mean(x, axis=(1, 2), keepdims=True)
+    s = nn.Conv(self.squeeze_channels, (1, 1), dtype=self.dtype, name='reduce')(s)
+    s = activation(self.act)(s)
+    s = nn.Conv(x.shape[-1], (1, 1), dtype=self.dtype, name='expand')(s)
+    return x * activation(self.gate)(s)
+
+
+class DropPath(nn.Module):
+  """Stochastic depth (Huang et al. 2016) / drop-connect (EfficientNet) / drop-path (NASNet):
+  zeroes a residual branch for a whole example with probability `rate`, scaling survivors by
+  1/(1 - rate). Active only with train=True and a 'dropout' rng."""
+  rate: float
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    if not train or self.rate == 0.0:
+      return x
+    keep = 1.0 - self.rate
+    mask = jax.random.bernoulli(self.make_rng('dropout'), keep, (x.shape[0],) + (1,) * (x.ndim - 1))
+    return jnp.where(mask, x / keep, jnp.zeros_like(x))
+
+
+def channel_shuffle(x: jax.Array, groups: int) -> jax.Array:
+  """ShuffleNet's channel shuffle on NHWC: (.., g, C/g) -> transpose -> (.., C)."""
+  *lead, c = x.shape
+  if c % groups:
+    raise ValueError(f'channel_shuffle: {c} channels do not split into {groups} groups.')
+  return x.reshape(*lead, groups, c // groups).swapaxes(-1, -2).reshape(*lead, c)
+
+
+class SeparableConv(nn.Module):
+  """Depthwise k x k convolution then pointwise 1x1 (Xception, MobileNet v1, NASNet).
+
+  `depthwise_bn_act` puts BN + activation between the two (MobileNet v1: True; Xception's
+  SeparableConv2D and NASNet: False, a single BN after the pointwise conv when `use_bn`).
+  """
+  features: int
+  kernel_size: int = 3
+  strides: int = 1
+  padding: Padding = 'SAME'
+  depth_multiplier: int = 1
+  depthwise_bn_act: bool = False
+  use_bn: bool = True
+  use_bias: bool = False
+  act: str | None = 'relu'
+  bn_momentum: float = 0.9
+  bn_epsilon: float = 1e-5
+  bn_batch_span: int | None = None
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    bn = dict(bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon,
+              bn_batch_span=self.bn_batch_span, dtype=self.dtype)
+    cin = x.shape[-1]
+    x = ConvBN(cin * self.depth_multiplier, self.kernel_size, self.strides, self.padding,
+               groups=cin, use_bn=self.depthwise_bn_act, act=self.act if self.depthwise_bn_act
+               else None, name='depthwise', **bn)(x, train)
+    return ConvBN(self.features, 1, 1, 'VALID', use_bias=self.use_bias, use_bn=self.use_bn,
+                  act=self.act, name='pointwise', **bn)(x, train)
+
+
+class InvertedResidual(nn.Module):
+  """MobileNetV2's inverted residual / MBConv (MnasNet, MobileNetV3, EfficientNet):
+
+    [1x1 expand x t -> BN -> act] -> k x k depthwise (stride) -> BN -> act -> [SE] ->
+    1x1 linear projection -> BN -> [drop path] (+ input when stride 1 and channels match)
+
+  `se_channels` > 0 inserts SqueezeExcite with that squeeze width (each paper computes it from
+  a different width: see SqueezeExcite).
+  """
+  features: int
+  expand_ratio: float = 6
+  kernel_size: int = 3
+  strides: int = 1
+  act: str = 'relu6'
+  se_channels: int = 0
+  se_act: str = 'relu'
+  se_gate: str = 'sigmoid'
+  drop_path_rate: float = 0.0
+  padding: Padding = 'SAME'        # of the depthwise conv ('SAME' = TF; int = PyTorch)
+  expanded_channels: int | None = None  # overrides round(cin * expand_ratio) (MobileNetV3 tables)
+  bn_momentum: float = 0.9
+  bn_epsilon: float = 1e-5
+  bn_batch_span: int | None = None
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    bn = dict(bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon,
+              bn_batch_span=self.bn_batch_span, dtype=self.dtype)
+    cin = x.shape[-1]
+    hidden = self.expanded_channels or int(round(cin * self.expand_ratio))
+    y = x
+    if hidden != cin:
+      y = ConvBN(hidden, 1, 1, 'VALID', act=self.act, name='expand', **bn)(y, train)
+    y = ConvBN(hidden, self.kernel_size, self.strides, self.padding, groups=hidden, act=self.act,
+               name='depthwise', **bn)(y, train)
+    if self.se_channels:
+      y = SqueezeExcite(self.se_channels, self.se_act, self.se_gate, self.dtype, name='se')(y)
+    y = ConvBN(self.features, 1, 1, 'VALID', act=None, name='project', **bn)(y, train)
+    if self.strides == 1 and cin == self.features:
+      y = DropPath(self.drop_path_rate, name='drop_path')(y, train) + x
+    return y

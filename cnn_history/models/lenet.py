@@ -137,7 +137,10 @@ def _normal(std):
 
 
 @register('lenet5', paper='LeCun et al., Proc. IEEE 1998', year=1998, input_shape=(32, 32, 1),
-          fixed_input=True, num_classes=10)
+          fixed_input=True, num_classes=10, expected_params=60_000,
+          expected_macs=415_680,  # C1 117,600 + C3 240,000 (dense 6->16 kernel) + C5 + F6
+          source='paper (Table I arithmetic)', paper_params='60,000',
+          paper_macs='340,908 connections')
 class LeNet5(nn.Module):
   """LeNet-5 as the 1998 paper built it; every switch is one 1998 choice (module docstring)."""
   num_classes: int = 10

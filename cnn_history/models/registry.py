@@ -33,6 +33,11 @@ class ModelSpec:
   input_shape: tuple[int, int, int]  # (H, W, C) at the paper's resolution
   fixed_input: bool               # True: the network only runs at `input_shape`
   default_num_classes: int
+  expected_params: int | None = None  # exact parameter count (params collection) it must have
+  expected_macs: float | None = None  # conv+dense multiply-adds at input_shape (tested within 2%)
+  source: str = ''                # where the expected numbers come from, e.g. 'torchvision vgg16'
+  paper_params: str = ''          # as the paper states them, e.g. '138M'
+  paper_macs: str = ''            # as the paper states them, e.g. '3.8G'
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
@@ -40,15 +45,22 @@ _REGISTRY: dict[str, ModelSpec] = {}
 
 def register(name: str, *, paper: str, year: int, input_shape: tuple[int, int, int],
              fixed_input: bool = False, num_classes: int = 1000,
+             expected_params: int | None = None, expected_macs: float | None = None,
+             source: str = '', paper_params: str = '', paper_macs: str = '',
              **kwargs: Any) -> Callable[[type[nn.Module]], type[nn.Module]]:
-  """Class decorator: registers `cls(**kwargs)` as model `name` (stackable)."""
+  """Class decorator: registers `cls(**kwargs)` as model `name` (stackable).
+
+  expected_params / expected_macs are the verified counts the tests hold the model to
+  (papers.md; `source` says whose); paper_params / paper_macs are the paper's own figures.
+  """
 
   def decorator(cls: type[nn.Module]) -> type[nn.Module]:
     if name in _REGISTRY:
       raise ValueError(f'Model name {name!r} is registered twice.')
     check_fields(cls, kwargs, f'register({name!r})')
     _REGISTRY[name] = ModelSpec(name, cls, dict(kwargs), paper, year, tuple(input_shape),
-                                fixed_input, num_classes)
+                                fixed_input, num_classes, expected_params, expected_macs, source,
+                                paper_params, paper_macs)
     return cls
 
   return decorator
