@@ -40,6 +40,8 @@ def default_config() -> ConfigDict:
   c.num_devices = -1             # devices of the mesh (-1: all; e.g. 1 for a single-device run)
   c.compilation_cache_dir = ''   # persistent XLA compilation cache ('' off)
   c.progress_bar = True          # a tqdm bar on process 0 (periodic log lines are always written)
+  c.ema_decay = 0.0              # moving average of the weights, evaluated beside them
+                                 # (EfficientNet 0.9999; Inception-v3's Polyak averaging); 0: off
 
   # ---- Model ----------------------------------------------------------------------------
   c.model = ConfigDict()
@@ -71,17 +73,29 @@ def default_config() -> ConfigDict:
   # ---- Loss -----------------------------------------------------------------------------
   c.loss = ConfigDict()
   c.loss.name = 'softmax_xent'   # 'softmax_xent' | 'rbf' (LeNet eq. 8) | 'rbf_discriminative' (eq. 9)
-  c.loss.label_smoothing = 0.0   # softmax_xent only
+  c.loss.label_smoothing = 0.0   # softmax_xent: target 1 - eps for the true class ...
+  c.loss.label_smoothing_form = 'uniform'  # ... 'uniform': + eps/K to every class (Inception-v3);
+                                 # 'others': eps/(K-1) to each wrong class (Bag of Tricks)
+  c.loss.mixup_alpha = 0.0       # mixup: lambda ~ Beta(alpha, alpha) per batch (Bag of Tricks 0.2)
   c.loss.rbf_j = 0.1             # LeNet eq. 9: the constant j in log(e^-j + sum_i e^-y_i)
   c.loss.aux_weights = ()        # weight of each auxiliary head's loss (GoogLeNet: (0.3, 0.3))
 
+  # ---- Knowledge distillation (Hinton et al. 2015; Bag of Tricks §5.3) ------------------
+  c.distill = ConfigDict()
+  c.distill.teacher_workdir = ''  # a finished run's workdir: its model and last checkpoint teach
+  c.distill.temperature = 20.0   # T: loss += weight * T^2 * CE(softmax(teacher/T), softmax(z/T))
+  c.distill.weight = 1.0         # weight of the distillation term
+
   # ---- Optimizer ------------------------------------------------------------------------
   c.optimizer = ConfigDict()
-  c.optimizer.name = 'sgd'       # 'sgd' | 'momentum' | 'nesterov' | 'adam' | 'adamw' | 'sdlm'
-  c.optimizer.momentum = 0.9     # momentum / nesterov
+  c.optimizer.name = 'sgd'       # 'sgd' | 'momentum' | 'nesterov' | 'sgd_caffe' | 'rmsprop' |
+                                 # 'rmsprop_tf' | 'adam' | 'adamw' | 'sdlm' (optim.py says how
+                                 # each is written)
+  c.optimizer.momentum = 0.9     # momentum / nesterov / sgd_caffe / rmsprop(_tf)
+  c.optimizer.decay = 0.9        # rmsprop(_tf): decay of the running mean of squared gradients
   c.optimizer.b1 = 0.9           # adam / adamw
   c.optimizer.b2 = 0.999         # adam / adamw
-  c.optimizer.eps = 1e-8         # adam / adamw
+  c.optimizer.eps = 1e-8         # adam / adamw / rmsprop(_tf) (Inception-v3: 1.0; EfficientNet: 1e-3)
   c.optimizer.weight_decay = 0.0     # the weight-decay coefficient (0: none)
   c.optimizer.weight_decay_mode = 'coupled'  # 'coupled' (L2 added to the gradient) | 'decoupled'
   c.optimizer.weight_decay_on = 'all'  # 'all' | 'kernels' (no biases, BN or other 1-D params)
@@ -91,15 +105,23 @@ def default_config() -> ConfigDict:
 
   # ---- Learning-rate schedule -----------------------------------------------------------
   c.schedule = ConfigDict()
-  c.schedule.name = 'constant'   # 'constant' | 'piecewise' | 'cosine' | 'exponential'
+  c.schedule.name = 'constant'   # 'constant' | 'piecewise' | 'exponential' | 'polynomial' | 'cosine'
   c.schedule.learning_rate = 0.1  # the base learning rate
+  c.schedule.reference_batch_size = 0  # > 0: linear scaling rule, base rate x batch_size / this
   c.schedule.unit = 'epochs'     # unit of the boundaries and intervals below: 'epochs' | 'steps'
   c.schedule.boundaries = ()     # piecewise: where the rate changes ...
   c.schedule.rates = ()          # ... to these absolute rates (one per boundary)
   c.schedule.decay_factor = 0.1  # exponential: multiply by this ...
-  c.schedule.decay_every = 1.0   # ... every this many units (staircase)
+  c.schedule.decay_every = 1.0   # ... every this many units
+  c.schedule.staircase = True    # exponential: in steps (True) or continuously
+  c.schedule.power = 1.0         # polynomial: (1 - t/T)^power
+  c.schedule.end_learning_rate = 0.0  # polynomial / cosine: the final rate
   c.schedule.warmup = 0.0        # linear warm-up from 0, in units
-  c.schedule.end_learning_rate = 0.0  # cosine: the final rate
+  c.schedule.plateau_factor = 0.0  # > 0: multiply the rate by this when the eval error stops
+                                 # improving (AlexNet, VGG: 0.1, "divided by 10")
+  c.schedule.plateau_patience = 1  # evaluations without improvement before a reduction
+  c.schedule.plateau_threshold = 1e-3  # relative improvement of the error that counts
+  c.schedule.plateau_max_reductions = -1  # stop reducing after this many (AlexNet: 3; -1: no limit)
 
   c.lock()
   c.model.overrides.unlock()  # free-form: validated by create_model against the model's fields

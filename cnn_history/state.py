@@ -15,9 +15,11 @@ class TrainState:
   batch_stats: Any       # BatchNorm running statistics ({} for models without BN)
   opt_state: Any
   rng: jax.Array         # base key; a step's dropout key is fold_in(rng, step)
+  ema_params: Any = flax.struct.field(default_factory=dict)  # {} unless config.ema_decay > 0
 
-  def variables(self) -> dict[str, Any]:
-    """The model variables for `model.apply`."""
+  def variables(self, ema: bool = False) -> dict[str, Any]:
+    """The model variables for `model.apply` (with the averaged weights if `ema`)."""
+    params = self.ema_params if ema else self.params
     if self.batch_stats:
-      return {'params': self.params, 'batch_stats': self.batch_stats}
-    return {'params': self.params}
+      return {'params': params, 'batch_stats': self.batch_stats}
+    return {'params': params}

@@ -31,17 +31,28 @@ def top_k_correct(logits: jax.Array, labels: jax.Array, k: int) -> jax.Array:
 class Steps:
   init: Callable[[jax.Array], TrainState]
   train: Callable[[TrainState, dict[str, jax.Array]], tuple[TrainState, dict[str, jax.Array]]]
-  evaluate: Callable[[TrainState, dict[str, jax.Array]], dict[str, jax.Array]]
+  evaluate: Callable[..., dict[str, jax.Array]]   # (state, batch, ema=False) -> metric sums
   curvature: Callable[[TrainState, jax.Array, jax.Array], TrainState] | None
+  plateau: Callable[[TrainState, jax.Array], TrainState] | None  # after an evaluation
   abstract_state: TrainState
 
 
+@dataclasses.dataclass(frozen=True)
+class Teacher:
+  """A trained network whose softened outputs the student also learns (distillation)."""
+  model: nn.Module
+  variables: Any
+
+
 def make_steps(model: nn.Module, tx: optax.GradientTransformation, schedule: optax.Schedule,
-               config, mesh: Mesh, image_shape: tuple[int, ...]) -> Steps:
+               config, mesh: Mesh, image_shape: tuple[int, ...],
+               teacher: Teacher | None = None) -> Steps:
   """Builds and jit-compiles (lazily) the step functions of a run."""
   loss_cfg = config.loss
-  loss_kwargs = dict(label_smoothing=loss_cfg.label_smoothing, rbf_j=loss_cfg.rbf_j)
+  loss_kwargs = dict(label_smoothing=loss_cfg.label_smoothing,
+                     label_smoothing_form=loss_cfg.label_smoothing_form, rbf_j=loss_cfg.rbf_j)
   repl, sharded = parallel.replicated(mesh), parallel.batch_sharded(mesh)
+  ema_decay = config.ema_decay
 
   def init(rng: jax.Array) -> TrainState:
     params_rng, dropout_rng, state_rng = jax.random.split(rng, 3)
@@ -50,13 +61,22 @@ def make_steps(model: nn.Module, tx: optax.GradientTransformation, schedule: opt
     params = variables['params']
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                       batch_stats=variables.get('batch_stats', {}), opt_state=tx.init(params),
-                      rng=state_rng)
+                      rng=state_rng, ema_params=params if ema_decay > 0 else {})
 
   abstract_state = jax.eval_shape(init, jax.random.key(0))
   has_bn = bool(abstract_state.batch_stats)
 
-  def update(state: TrainState, images, labels, rng):
+  def update(state: TrainState, images, labels, rng, teacher_variables):
     """One optimizer update on (images, labels); returns the new state and per-example stats."""
+    targets = None
+    if loss_cfg.mixup_alpha > 0:
+      mix_rng, rng = jax.random.split(rng)
+      targets = losses.smoothed_targets(labels, model.num_classes, loss_cfg.label_smoothing,
+                                        loss_cfg.label_smoothing_form)
+      images, targets = losses.mixup(mix_rng, images, targets, loss_cfg.mixup_alpha)
+    teacher_logits = None
+    if teacher is not None:
+      teacher_logits = teacher.model.apply(teacher_variables, images, train=False)
 
     def loss_fn(params):
       variables = {'params': params}
@@ -65,8 +85,12 @@ def make_steps(model: nn.Module, tx: optax.GradientTransformation, schedule: opt
       mutable = ['batch_stats', 'intermediates'] if has_bn else ['intermediates']
       logits, new_vars = model.apply(variables, images, train=True, rngs={'dropout': rng},
                                      mutable=mutable)
-      per_example = losses.per_example_loss(loss_cfg.name, logits, labels, **loss_kwargs)
+      per_example = losses.per_example_loss(loss_cfg.name, logits, labels, targets=targets,
+                                            **loss_kwargs)
       loss = per_example.mean()
+      if teacher_logits is not None:
+        loss += config.distill.weight * losses.distillation_loss(
+            logits, teacher_logits, config.distill.temperature).mean()
       aux = new_vars['intermediates'].get('aux_logits', ())
       if len(aux) != len(loss_cfg.aux_weights):
         raise ValueError(f'{type(model).__name__} returns {len(aux)} auxiliary heads but '
@@ -74,28 +98,32 @@ def make_steps(model: nn.Module, tx: optax.GradientTransformation, schedule: opt
                          'one weight per head (e.g. GoogLeNet: (0.3, 0.3)) or switch the heads off.')
       for weight, aux_logits in zip(loss_cfg.aux_weights, aux):
         loss += weight * losses.per_example_loss(loss_cfg.name, aux_logits, labels,
-                                                 **loss_kwargs).mean()
+                                                 targets=targets, **loss_kwargs).mean()
       return loss, (logits, per_example, new_vars)
 
     grads, (logits, per_example, new_vars) = jax.grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    state = state.replace(params=optax.apply_updates(state.params, updates), opt_state=opt_state,
+    params = optax.apply_updates(state.params, updates)
+    state = state.replace(params=params, opt_state=opt_state,
                           batch_stats=new_vars['batch_stats'] if has_bn else state.batch_stats)
+    if ema_decay > 0:
+      state = state.replace(ema_params=jax.tree_util.tree_map(
+          lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, state.ema_params, params))
     stats = dict(loss=per_example, top1=top_k_correct(logits, labels, 1),
                  top5=top_k_correct(logits, labels, 5))
     return state, stats, optax.tree.norm(grads)
 
-  def train_step(state: TrainState, batch: dict[str, jax.Array]):
+  def train_step(state: TrainState, batch: dict[str, jax.Array], teacher_variables=None):
     images, labels = batch['image'], batch['label']
     n = images.shape[0]
     k = config.examples_per_update or n
     step_rng = jax.random.fold_in(state.rng, state.step)
     if k == n:
-      new_state, stats, grad_norm = update(state, images, labels, step_rng)
+      new_state, stats, grad_norm = update(state, images, labels, step_rng, teacher_variables)
     else:
       def body(s, xs):
         x, y, i = xs
-        s, st, g = update(s, x, y, jax.random.fold_in(step_rng, i))
+        s, st, g = update(s, x, y, jax.random.fold_in(step_rng, i), teacher_variables)
         return s, (st, g)
 
       xs = (images.reshape((n // k, k) + images.shape[1:]), labels.reshape(n // k, k),
@@ -104,12 +132,16 @@ def make_steps(model: nn.Module, tx: optax.GradientTransformation, schedule: opt
       grad_norm = grad_norms.mean()
     updates_done = (state.step + 1) * (n // k)
     metrics = {name: value.mean() for name, value in stats.items()}
-    metrics.update(grad_norm=grad_norm, learning_rate=schedule(updates_done - 1))
+    lr = schedule(updates_done - 1)
+    plateau = optim.find_plateau(new_state.opt_state)
+    if plateau is not None:
+      lr = lr * plateau.scale
+    metrics.update(grad_norm=grad_norm, learning_rate=lr)
     metrics['finite'] = jnp.isfinite(metrics['loss']) & jnp.isfinite(grad_norm)
     return new_state.replace(step=state.step + 1), metrics
 
-  def eval_step(state: TrainState, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
-    logits = model.apply(state.variables(), batch['image'], train=False)
+  def eval_step(state: TrainState, batch: dict[str, jax.Array], ema: bool = False):
+    logits = model.apply(state.variables(ema), batch['image'], train=False)
     mask = batch['mask']
     per_example = losses.per_example_loss(loss_cfg.name, logits, batch['label'], **loss_kwargs)
     return dict(loss=jnp.sum(per_example * mask),
@@ -131,10 +163,31 @@ def make_steps(model: nn.Module, tx: optax.GradientTransformation, schedule: opt
     curvature = jax.jit(curvature_step, in_shardings=(repl, sharded, sharded),
                         out_shardings=repl, donate_argnums=0)
 
+  plateau = None
+  if config.schedule.plateau_factor > 0:
+    def plateau_step(state: TrainState, error: jax.Array) -> TrainState:
+      new = optim.plateau_update(optim.find_plateau(state.opt_state), error, config.schedule)
+      return state.replace(opt_state=optim.with_plateau(state.opt_state, new))
+
+    plateau = jax.jit(plateau_step, in_shardings=(repl, repl), out_shardings=repl,
+                      donate_argnums=0)
+
+  if teacher is None:
+    train = jax.jit(train_step, in_shardings=(repl, sharded), out_shardings=(repl, repl),
+                    donate_argnums=0)
+  else:
+    teacher_variables = jax.device_put(teacher.variables, repl)
+    jitted = jax.jit(train_step, in_shardings=(repl, sharded, repl), out_shardings=(repl, repl),
+                     donate_argnums=0)
+
+    def train(state, batch):
+      return jitted(state, batch, teacher_variables)
+
   return Steps(
       init=jax.jit(init, out_shardings=repl),
-      train=jax.jit(train_step, in_shardings=(repl, sharded), out_shardings=(repl, repl),
-                    donate_argnums=0),
-      evaluate=jax.jit(eval_step, in_shardings=(repl, sharded), out_shardings=repl),
+      train=train,
+      evaluate=jax.jit(eval_step, in_shardings=(repl, sharded), out_shardings=repl,
+                       static_argnums=2),
       curvature=curvature,
+      plateau=plateau,
       abstract_state=abstract_state)

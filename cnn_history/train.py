@@ -6,6 +6,7 @@ their hyperparameters all come from the config (cnn_history/config.py lists ever
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -20,7 +21,7 @@ from cnn_history import checkpoint, models, optim, parallel
 from cnn_history import metrics as metrics_lib
 from cnn_history.config import check_choice
 from cnn_history.data import pipeline, sources
-from cnn_history.steps import make_steps
+from cnn_history.steps import Teacher, make_steps
 
 
 class NonFiniteError(FloatingPointError):
@@ -42,18 +43,48 @@ def check_input_shape(name: str, image_shape: tuple[Any, ...], where: str) -> No
 
 
 def evaluate(steps, state, split: sources.Split, config, mesh, host) -> dict[str, float]:
-  """Top-1/top-5 and loss over every example of `split` (padded batches are masked)."""
+  """Top-1/top-5 and loss over every example of `split` (padded batches are masked); with
+  weight averaging on, the averaged weights too ('ema_top1', ...), in the same pass."""
+  variants = {'': False, 'ema_': True} if state.ema_params else {'': False}
   totals = None
   for local in pipeline.eval_batches(split, config.data.eval_preprocess, config.eval_batch_size,
                                      config.seed, host, config.data.prefetch):
-    sums = steps.evaluate(state, parallel.global_batch(local, mesh))
+    batch = parallel.global_batch(local, mesh)
+    sums = {prefix: steps.evaluate(state, batch, ema) for prefix, ema in variants.items()}
     totals = sums if totals is None else jax.tree_util.tree_map(jnp.add, totals, sums)
   totals = parallel.to_host(totals)
-  count = float(totals['count'])
-  if count != split.num_examples:
-    raise AssertionError(f'evaluated {count} examples of {split.num_examples}')
-  return {'loss': float(totals['loss']) / count, 'top1': float(totals['top1']) / count,
-          'top5': float(totals['top5']) / count, 'count': count}
+  result = {}
+  for prefix, sums in totals.items():
+    count = float(sums['count'])
+    if count != split.num_examples:
+      raise AssertionError(f'evaluated {count} examples of {split.num_examples}')
+    result.update({f'{prefix}{k}': float(sums[k]) / count for k in ('loss', 'top1', 'top5')})
+  result['count'] = float(totals['']['count'])
+  return result
+
+
+def load_teacher(config, num_classes: int) -> Teacher | None:
+  """The distillation teacher: the model of config.distill.teacher_workdir and its weights."""
+  workdir = config.distill.teacher_workdir
+  if not workdir:
+    return None
+  path = os.path.join(workdir, 'config.json')
+  if not os.path.exists(path):
+    raise checkpoint.CheckpointError(f'config.distill.teacher_workdir={workdir!r} has no '
+                                     'config.json: give the workdir of a finished training run.')
+  with open(path) as f:
+    teacher_config = json.load(f)
+  name = teacher_config['model']['name']
+  classes = teacher_config['model']['num_classes']
+  model = models.create_model(name, num_classes=num_classes if classes <= 0 else classes,
+                              **teacher_config['model']['overrides'])
+  _, state = checkpoint.restore_arrays(os.path.join(workdir, 'checkpoints'))
+  variables = {'params': state['params']}
+  if state.get('batch_stats'):
+    variables['batch_stats'] = state['batch_stats']
+  logging.info('Distilling from %s (%s, temperature %.1f, weight %.2f).', workdir, name,
+               config.distill.temperature, config.distill.weight)
+  return Teacher(model, variables)
 
 
 def _every(epochs: float, steps: int, steps_per_epoch: int) -> int:
@@ -121,9 +152,17 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
                               **config.model.overrides.to_dict())
   updates_per_step = config.batch_size // k if k else 1
   schedule = optim.build_schedule(config.schedule, steps_per_epoch * updates_per_step,
-                                  updates_per_step, total_steps * updates_per_step)
-  tx = optim.build_optimizer(config.optimizer, schedule)
-  steps = make_steps(model, tx, schedule, config, mesh, image_shape)
+                                  updates_per_step, total_steps * updates_per_step,
+                                  config.batch_size)
+  tx = optim.build_optimizer(config.optimizer, schedule,
+                             plateau=config.schedule.plateau_factor > 0)
+  steps = make_steps(model, tx, schedule, config, mesh, image_shape,
+                     teacher=load_teacher(config, num_classes))
+  if jax.process_index() == 0:  # what this run is, for its readers (and a later teacher)
+    with open(os.path.join(workdir, 'config.json'), 'w') as f:
+      resolved = config.to_dict()
+      resolved['model']['num_classes'] = num_classes
+      json.dump(resolved, f, indent=2, sort_keys=True, default=str)
   num_params = sum(x.size for x in jax.tree_util.tree_leaves(steps.abstract_state.params))
   logging.info('Model %s: %s parameters; %d steps of %d examples (%d per epoch).',
                config.model.name, f'{num_params:,}', total_steps, config.batch_size,
@@ -229,6 +268,8 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
         flush_metrics(done)
       if eval_every and done % eval_every == 0 and done != total_steps:
         last_eval = evaluate(steps, state, eval_split, config, mesh, host)
+        if steps.plateau is not None:  # "divide the rate when the error stops improving"
+          state = steps.plateau(state, jnp.float32(1.0 - last_eval['top1']))
         writer.write(done, 'eval', last_eval)
         logging.info('Eval at step %d (epoch %.2f): top-1 %.4f top-5 %.4f loss %.4f', done,
                      done / steps_per_epoch, last_eval['top1'], last_eval['top5'],

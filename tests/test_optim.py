@@ -90,3 +90,99 @@ def test_weight_decay_modes_and_mask(mode):
   else:
     np.testing.assert_allclose(u1['kernel'], -0.5 * (1.0 + 0.1))
     np.testing.assert_allclose(u2['kernel'], -0.5 * (1.9 + 0.1))
+
+
+def _run(tx, grads_seq, params):
+  state = tx.init(params)
+  out = []
+  for g in grads_seq:
+    updates, state = tx.update(g, state, params)
+    params = optax.apply_updates(params, updates)
+    out.append(params)
+  return out
+
+
+def test_sgd_caffe_is_alexnets_update_across_a_rate_change():
+  c = config_lib.default_config().optimizer
+  c.name, c.momentum, c.weight_decay = 'sgd_caffe', 0.9, 0.0005
+  rates = [0.01, 0.01, 0.001, 0.001]
+  tx = optim.build_optimizer(c, lambda count: jnp.asarray(rates)[count])
+  grads = [{'w': jnp.array([1.0, -2.0])}, {'w': jnp.array([0.5, 0.5])},
+           {'w': jnp.array([-1.0, 3.0])}, {'w': jnp.array([2.0, 0.0])}]
+  got = _run(tx, grads, {'w': jnp.array([0.3, -0.7])})
+  w, v = np.array([0.3, -0.7]), np.zeros(2)
+  for g, lr, params in zip(grads, rates, got):  # v <- 0.9 v - 0.0005 lr w - lr g; w <- w + v
+    v = 0.9 * v - 0.0005 * lr * w - lr * np.asarray(g['w'])
+    w = w + v
+    np.testing.assert_allclose(params['w'], w, rtol=1e-6)
+
+
+def test_rmsprop_tf_matches_tensorflows_rmsprop():
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  c = config_lib.default_config().optimizer
+  c.name, c.decay, c.momentum, c.eps = 'rmsprop_tf', 0.9, 0.9, 1.0
+  rates = [0.045, 0.045, 0.045 * 0.94, 0.045 * 0.94]
+  tx = optim.build_optimizer(c, lambda count: jnp.asarray(rates)[count])
+  rng = np.random.default_rng(0)
+  grads = [rng.normal(size=3).astype(np.float32) for _ in rates]
+  got = _run(tx, [{'w': jnp.asarray(g)} for g in grads], {'w': jnp.array([0.1, 0.2, -0.3])})
+  # TF1's RMSProp (the one Inception-v3 used) with its rate as a variable changed between steps.
+  var = tf.Variable([0.1, 0.2, -0.3])
+  lr_var = tf.Variable(rates[0])
+  opt = tf.compat.v1.train.RMSPropOptimizer(lambda: lr_var, decay=0.9, momentum=0.9, epsilon=1.0)
+  for g, lr, params in zip(grads, rates, got):
+    lr_var.assign(lr)
+    opt.apply_gradients([(tf.constant(g), var)])
+    np.testing.assert_allclose(params['w'], var.numpy(), rtol=1e-5)
+
+
+def test_rmsprop_is_pytorchs_form():
+  c = config_lib.default_config().optimizer
+  c.name, c.decay, c.momentum, c.eps = 'rmsprop', 0.99, 0.0, 1e-8
+  g = jnp.array([2.0])
+  (params,) = _run(optim.build_optimizer(c, optax.constant_schedule(0.01)), [{'w': g}],
+                   {'w': jnp.array([1.0])})
+  # avg = 0.01 g^2; w -= lr g / (sqrt(avg) + eps)
+  np.testing.assert_allclose(params['w'], 1.0 - 0.01 * 2.0 / (np.sqrt(0.01 * 4.0) + 1e-8),
+                             rtol=1e-6)
+
+
+def test_polynomial_and_linear_scaling():
+  c = config_lib.default_config().schedule
+  c.name, c.learning_rate, c.power, c.end_learning_rate = 'polynomial', 0.1, 2.0, 0.0
+  c.reference_batch_size = 256
+  schedule = optim.build_schedule(c, 10, 1, 100, batch_size=1024)
+  assert float(schedule(0)) == pytest.approx(0.4)  # 0.1 x 1024 / 256
+  assert float(schedule(50)) == pytest.approx(0.4 * 0.25)
+  assert float(schedule(100)) == pytest.approx(0.0)
+  c.name, c.staircase, c.decay_factor, c.decay_every = 'exponential', False, 0.97, 2.4
+  c.reference_batch_size = 0
+  schedule = optim.build_schedule(c, 10, 1, 1000)
+  assert float(schedule(12)) == pytest.approx(0.1 * 0.97 ** 0.5)
+
+
+def test_plateau_divides_the_rate_when_the_error_stops_improving():
+  c = config_lib.default_config().schedule
+  c.plateau_factor, c.plateau_patience, c.plateau_threshold = 0.1, 1, 0.01
+  c.plateau_max_reductions = 2
+  tx = optim.build_optimizer(config_lib.default_config().optimizer,
+                             optax.constant_schedule(1.0), plateau=True)
+  state = tx.init({'w': jnp.zeros(1)})
+  scales = []
+  for error in [0.5, 0.4, 0.399, 0.398, 0.3, 0.35, 0.31, 0.32, 0.33, 0.34, 0.35]:
+    plateau = optim.plateau_update(optim.find_plateau(state), jnp.float32(error), c)
+    state = optim.with_plateau(state, plateau)
+    scales.append(float(plateau.scale))
+  # 0.399 and 0.398 are not 1% better than 0.4: the second miss reduces; 0.35, 0.31 miss 0.3
+  # and reduce again; then the limit of 2 reductions holds.
+  np.testing.assert_allclose(scales, [1, 1, 1, 0.1, 0.1, 0.1, 0.01, 0.01, 0.01, 0.01, 0.01],
+                             rtol=1e-6)
+  updates, _ = tx.update({'w': jnp.ones(1)}, state)
+  np.testing.assert_allclose(updates['w'], -0.01, rtol=1e-6)
+
+
+def test_lr_inside_momentum_needs_coupled_decay():
+  c = config_lib.default_config().optimizer
+  c.name, c.weight_decay, c.weight_decay_mode = 'sgd_caffe', 1e-4, 'decoupled'
+  with pytest.raises(ValueError, match="weight_decay_mode='coupled'"):
+    optim.build_optimizer(c, optax.constant_schedule(0.1))

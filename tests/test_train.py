@@ -189,3 +189,36 @@ def test_eval_mode_evaluates_a_checkpoint(tmp_path):
   assert evaluated['eval_count'] == 100 and evaluated['steps'] == trained['steps']
   assert evaluated['eval_top1'] == pytest.approx(trained['eval_top1'])
   assert evaluated['eval_loss'] == pytest.approx(trained['eval_loss'], rel=1e-5)
+
+
+def test_weight_averaging_plateau_and_mixup(tmp_path):
+  config = tiny_config(num_epochs=3, ema_decay=0.9, eval_every_epochs=1.0)
+  config.loss.mixup_alpha = 0.2
+  config.schedule.plateau_factor = 0.1
+  config.schedule.plateau_patience = 0
+  config.schedule.plateau_threshold = 0.5  # only halving the error would count as progress
+  summary = train.train_and_evaluate(config, str(tmp_path))
+  for key in ('eval_ema_top1', 'eval_ema_loss', 'eval_top1'):
+    assert key in summary
+  assert summary['eval_ema_loss'] != summary['eval_loss']
+  with open(tmp_path / 'metrics.jsonl') as f:
+    rates = [json.loads(l)['learning_rate'] for l in f if '"train"' in l]
+  # Evaluations after epochs 1 and 2: the first sets the best error, the second is not half of
+  # it and divides the rate by 10 for epoch 3.
+  assert rates[0] == pytest.approx(0.05) and rates[-1] == pytest.approx(0.005)
+  _, state = final_state(tmp_path)
+  assert set(state['ema_params']) == set(state['params'])
+
+
+def test_distillation_from_a_teacher_run(tmp_path):
+  train.train_and_evaluate(tiny_config(num_epochs=1), str(tmp_path / 'teacher'))
+  with open(tmp_path / 'teacher' / 'config.json') as f:
+    assert json.load(f)['model']['num_classes'] == 10
+  student = tiny_config('modern_bn', num_epochs=1)
+  student.distill.teacher_workdir = str(tmp_path / 'teacher')
+  plain = train.train_and_evaluate(tiny_config('modern_bn', num_epochs=1), str(tmp_path / 'a'))
+  taught = train.train_and_evaluate(student, str(tmp_path / 'b'))
+  assert taught['train_loss'] != plain['train_loss']  # the teacher's term is in the loss
+  student.distill.teacher_workdir = str(tmp_path / 'nowhere')
+  with pytest.raises(checkpoint.CheckpointError, match='has no config.json'):
+    train.train_and_evaluate(student, str(tmp_path / 'c'))
