@@ -62,7 +62,10 @@ def default_config() -> ConfigDict:
   c.data.in_memory = 'auto'      # 'auto' | 'yes' | 'no': load a split as arrays (exact order,
                                  # cheap resume); 'auto' = yes for datasets under 2 GB
   c.data.train_preprocess = ''   # ops applied to each training image, e.g. 'pad(2)|scale(-0.1, 1.175)'
-  c.data.eval_preprocess = ''    # ops applied to each evaluation image
+  c.data.eval_preprocess = ''    # ops applied to each evaluation image (an evaluation protocol:
+                                 # views and ' + '-joined scales allowed, see augment.Views)
+  c.data.eval_protocols = ConfigDict()  # more protocols for the final evaluation, name -> ops,
+                                 # e.g. {'ten_crop': 'resize_small(256)|ten_crop(224)|...'}
   c.data.shuffle_buffer = 50_000  # for streamed (not in-memory) training data
   c.data.prefetch = 2            # batches prepared ahead of the device
   c.data.synthetic_shape = (32, 32, 3)  # (H, W, C) of synthetic images
@@ -125,6 +128,7 @@ def default_config() -> ConfigDict:
 
   c.lock()
   c.model.overrides.unlock()  # free-form: validated by create_model against the model's fields
+  c.data.eval_protocols.unlock()  # free-form: each value is parsed as preprocessing ops
   return c
 
 
@@ -141,9 +145,9 @@ def set_model(config: ConfigDict, name: str, **overrides: Any) -> ConfigDict:
   fields.update(spec.kwargs)
   fields.update(overrides)
   config.model.name = name
-  with config.unlocked():
-    config.model.overrides = ConfigDict({k: v for k, v in fields.items()
-                                         if k not in ('num_classes', 'dtype')})
+  config.model.overrides = ConfigDict({k: v for k, v in fields.items()
+                                       if k not in ('num_classes', 'dtype')})
+  config.model.overrides.lock()  # every switch is listed: a new key would be a typo
   return config
 
 

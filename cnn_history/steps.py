@@ -141,12 +141,25 @@ def make_steps(model: nn.Module, tx: optax.GradientTransformation, schedule: opt
     return new_state.replace(step=state.step + 1), metrics
 
   def eval_step(state: TrainState, batch: dict[str, jax.Array], ema: bool = False):
-    logits = model.apply(state.variables(ema), batch['image'], train=False)
-    mask = batch['mask']
-    per_example = losses.per_example_loss(loss_cfg.name, logits, batch['label'], **loss_kwargs)
+    mask, labels = batch['mask'], batch['label']
+    branches = [batch[k] for k in sorted(batch) if k.startswith('image')]
+    if len(branches) == 1 and branches[0].ndim == 4:  # one view: the configured loss
+      logits = model.apply(state.variables(ema), branches[0], train=False)
+      per_example = losses.per_example_loss(loss_cfg.name, logits, labels, **loss_kwargs)
+      scores = logits
+    else:  # views (crops, flips, scales): softmax averaged over views, then branches
+      probs = []
+      for images in branches:
+        views = images.shape[1] if images.ndim == 5 else 1
+        flat = images.reshape((-1,) + images.shape[-3:])
+        logits = model.apply(state.variables(ema), flat, train=False)
+        probs.append(jax.nn.softmax(logits.astype(jnp.float32)).reshape(
+            labels.shape[0], views, -1).mean(axis=1))
+      scores = jnp.mean(jnp.stack(probs), axis=0)
+      per_example = -jnp.log(jnp.take_along_axis(scores, labels[:, None], -1)[:, 0] + 1e-12)
     return dict(loss=jnp.sum(per_example * mask),
-                top1=jnp.sum(top_k_correct(logits, batch['label'], 1) * mask),
-                top5=jnp.sum(top_k_correct(logits, batch['label'], 5) * mask),
+                top1=jnp.sum(top_k_correct(scores, labels, 1) * mask),
+                top5=jnp.sum(top_k_correct(scores, labels, 5) * mask),
                 count=jnp.sum(mask))
 
   curvature = None

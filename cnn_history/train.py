@@ -42,12 +42,15 @@ def check_input_shape(name: str, image_shape: tuple[Any, ...], where: str) -> No
         f'28x28 digits in 32x32, resize({h}) scales) or the dataset.')
 
 
-def evaluate(steps, state, split: sources.Split, config, mesh, host) -> dict[str, float]:
-  """Top-1/top-5 and loss over every example of `split` (padded batches are masked); with
-  weight averaging on, the averaged weights too ('ema_top1', ...), in the same pass."""
+def evaluate(steps, state, split: sources.Split, config, mesh, host,
+             preprocess: str | None = None) -> dict[str, float]:
+  """Top-1/top-5 and loss over every example of `split` (padded batches are masked), with the
+  evaluation protocol `preprocess` (default config.data.eval_preprocess); with weight averaging
+  on, the averaged weights too ('ema_top1', ...), in the same pass."""
   variants = {'': False, 'ema_': True} if state.ema_params else {'': False}
+  preprocess = config.data.eval_preprocess if preprocess is None else preprocess
   totals = None
-  for local in pipeline.eval_batches(split, config.data.eval_preprocess, config.eval_batch_size,
+  for local in pipeline.eval_batches(split, preprocess, config.eval_batch_size,
                                      config.seed, host, config.data.prefetch):
     batch = parallel.global_batch(local, mesh)
     sums = {prefix: steps.evaluate(state, batch, ema) for prefix, ema in variants.items()}
@@ -139,6 +142,9 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   eval_shape = pipeline.output_image_shape(eval_split, config.data.eval_preprocess)
   check_input_shape(config.model.name, image_shape, 'config.data.train_preprocess')
   check_input_shape(config.model.name, eval_shape, 'config.data.eval_preprocess')
+  for name, ops in config.data.eval_protocols.items():
+    check_input_shape(config.model.name, pipeline.output_image_shape(eval_split, ops),
+                      f'config.data.eval_protocols.{name}')
   steps_per_epoch = train_split.num_examples // config.batch_size
   if steps_per_epoch == 0:
     raise ValueError(f'config.batch_size={config.batch_size} exceeds the {train_split.num_examples}'
@@ -193,6 +199,16 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
       logging.info('Initialised params and batch_stats from %s.', config.init_from)
   start_step = int(parallel.to_host(state.step))
 
+  def protocols() -> dict[str, float]:
+    """The final evaluation under each extra protocol (config.data.eval_protocols)."""
+    out = {}
+    for name, ops in config.data.eval_protocols.items():
+      result = evaluate(steps, state, eval_split, config, mesh, host, ops)
+      logging.info('Evaluation protocol %s: top-1 %.4f top-5 %.4f', name, result['top1'],
+                   result['top5'])
+      out.update({f'{name}_{k}': v for k, v in result.items() if k != 'count'})
+    return out
+
   def finish(summary_extra: dict[str, Any], final_eval: dict[str, float] | None):
     summary = {'model': config.model.name, 'num_params': int(num_params),
                'steps': int(parallel.to_host(state.step)),
@@ -208,6 +224,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     result = evaluate(steps, state, eval_split, config, mesh, host)
     logging.info('Evaluation of %s at step %d: top-1 %.4f, top-5 %.4f, loss %.4f.',
                  config.model.name, start_step, result['top1'], result['top5'], result['loss'])
+    result.update(protocols())
     ckpt.close()
     return finish({}, result)
 
@@ -300,6 +317,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     writer.close()
     return finish(extra, None)
   final = evaluate(steps, state, eval_split, config, mesh, host)
+  final.update(protocols())
   writer.write(total_steps, 'eval', final)
   writer.close()
   logging.info('Final evaluation of %s after %d steps: top-1 %.4f, top-5 %.4f, loss %.4f.',

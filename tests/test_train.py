@@ -222,3 +222,22 @@ def test_distillation_from_a_teacher_run(tmp_path):
   student.distill.teacher_workdir = str(tmp_path / 'nowhere')
   with pytest.raises(checkpoint.CheckpointError, match='has no config.json'):
     train.train_and_evaluate(student, str(tmp_path / 'c'))
+
+
+def test_evaluation_protocols_with_views_and_scales(tmp_path):
+  config = tiny_config(num_epochs=1)
+  config.data.synthetic_shape = (36, 36, 1)
+  config.data.train_preprocess = 'random_crop(32)|scale(-0.1, 1.175)'
+  config.data.eval_preprocess = 'center_crop(32)|scale(-0.1, 1.175)'
+  config.data.eval_protocols.ten_crop = 'ten_crop(32)|scale(-0.1, 1.175)'
+  config.data.eval_protocols.two_scales = ('center_crop(32)|scale(-0.1, 1.175) + '
+                                           'center_crop(32)|flips()|scale(-0.1, 1.175)')
+  summary = train.train_and_evaluate(config, str(tmp_path))
+  for name in ('ten_crop', 'two_scales'):
+    assert 0.0 <= summary[f'eval_{name}_top1'] <= summary[f'eval_{name}_top5'] <= 1.0
+  assert summary['eval_ten_crop_top1'] != summary['eval_top1'] or \
+      summary['eval_ten_crop_loss'] != summary['eval_loss']
+  # A protocol that gives the network a wrong size is caught before training.
+  config.data.eval_protocols.bad = 'center_crop(28)'
+  with pytest.raises(ValueError, match='eval_protocols.bad produces 28x28x1'):
+    train.train_and_evaluate(config, str(tmp_path / 'bad'))

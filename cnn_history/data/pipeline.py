@@ -116,7 +116,7 @@ def eval_batches(split: Split, preprocess: str, global_batch: int, seed: int,
                  host: HostSlice, prefetch: int = 2) -> Iterator[dict[str, np.ndarray]]:
   """Host-local evaluation batches {'image', 'label', 'mask'}: every example exactly once."""
   local = host.local(global_batch, 'eval_batch_size')
-  pipeline = augment.parse(preprocess)
+  views = augment.Views(preprocess)
   if split.in_memory:
     images, labels = tf.constant(split.images), tf.constant(split.labels)
     n = split.num_examples
@@ -127,7 +127,7 @@ def eval_batches(split: Split, preprocess: str, global_batch: int, seed: int,
 
     def example(pos):
       i = tf.minimum(pos, n - 1)
-      return {'image': pipeline(tf.gather(images, i), _seed(seed, pos)),
+      return {**views(tf.gather(images, i), _seed(seed, pos)),
               'label': tf.gather(labels, i), 'mask': tf.cast(pos < n, tf.float32)}
 
     ds = ds.map(example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
@@ -137,7 +137,7 @@ def eval_batches(split: Split, preprocess: str, global_batch: int, seed: int,
       raise DataError(f'The {split.name} split is too small to give every process an example.')
     num_batches = math.ceil(max(sizes) / local)
     ds = split.stream(host.process_index, host.process_count).enumerate()
-    ds = ds.map(lambda pos, ex: {'image': pipeline(split.decode(ex['image']), _seed(seed, pos)),
+    ds = ds.map(lambda pos, ex: {**views(split.decode(ex['image']), _seed(seed, pos)),
                                  'label': tf.cast(ex['label'], tf.int32),
                                  'mask': tf.constant(1.0)},
                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
@@ -148,5 +148,8 @@ def eval_batches(split: Split, preprocess: str, global_batch: int, seed: int,
 
 
 def output_image_shape(split: Split, preprocess: str) -> tuple[Any, ...]:
-  """The shape of a preprocessed image of `split` (None where it varies)."""
-  return augment.output_shape(augment.parse(preprocess), split.image_shape)
+  """The shape of one preprocessed image of `split` (None where it varies); for an evaluation
+  protocol with views, the shape of one view of its first branch."""
+  first = preprocess.split(' + ')[0]
+  shape = augment.output_shape(augment.parse(first), split.image_shape)
+  return shape[-3:]
