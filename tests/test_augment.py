@@ -174,3 +174,17 @@ def test_autoaugment_is_seeded_per_example():
   b = [fn(tf.constant([i, 9], tf.int64)).numpy() for i in range(12)]
   assert all(np.array_equal(x, y) for x, y in zip(a, b))
   assert len({x.tobytes() for x in a}) >= 6
+
+
+def test_training_set_statistics_against_numpy():
+  from cnn_history.data import sources, stats  # pylint: disable=g-import-not-at-top
+  split = sources.synthetic_split('train', (6, 6, 3), 10, 100, seed=0)
+  result = stats.compute(split, '', batch_size=32)
+  images = split.images.astype(np.float64)
+  np.testing.assert_allclose(result['mean_image'], images.mean(0), rtol=1e-5)
+  pixels = images.reshape(-1, 3) / 255.0
+  eigval, eigvec = np.linalg.eigh(np.cov(pixels.T, bias=True))
+  np.testing.assert_allclose(result['eigval'], eigval[::-1], rtol=1e-6)
+  for row, vec in zip(result['eigvec'], eigvec[:, ::-1].T):
+    np.testing.assert_allclose(np.abs(row @ vec), 1.0, rtol=1e-6)  # the same axis (up to sign)
+  assert result['count'] == 100
