@@ -7,6 +7,7 @@ TPU pod alike. (No pmap: it is in maintenance mode in JAX.)
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import jax
@@ -32,6 +33,42 @@ def replicated(mesh: Mesh) -> NamedSharding:
 
 def batch_sharded(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P('data'))
+
+
+FSDP_MIN_SIZE = 2 ** 14  # arrays smaller than this stay replicated under FSDP (biases, BN)
+
+
+def fsdp_spec(shape: tuple[int, ...], mesh: Mesh) -> P:
+  """Shards the largest axis divisible by the device count over 'data' (ZeRO-3 / FSDP style);
+  small or indivisible arrays stay replicated."""
+  if math.prod(shape) < FSDP_MIN_SIZE:
+    return P()
+  candidates = [i for i, d in enumerate(shape) if d % mesh.size == 0]
+  if not candidates:
+    return P()
+  axis = max(candidates, key=lambda i: shape[i])
+  return P(*[('data' if i == axis else None) for i in range(len(shape))])
+
+
+def state_sharding(abstract_state: Any, mesh: Mesh, mode: str) -> Any:
+  """Shardings of the train state: 'replicated' (data parallel) or 'fsdp' (parameters,
+  optimizer state and weight averages sharded over 'data'; XLA all-gathers a layer's weights
+  where it is used and reduce-scatters its gradients)."""
+  if mode == 'replicated':
+    return jax.tree_util.tree_map(lambda _: replicated(mesh), abstract_state)
+  if mode != 'fsdp':
+    raise ValueError(f"config.sharding={mode!r} is not valid; choose 'replicated' or 'fsdp'.")
+  return jax.tree_util.tree_map(lambda x: NamedSharding(mesh, fsdp_spec(x.shape, mesh)),
+                                abstract_state)
+
+
+def bytes_per_device(tree: Any) -> dict[Any, int]:
+  """Bytes of `tree`'s arrays held by each device."""
+  out: dict[Any, int] = {}
+  for x in jax.tree_util.tree_leaves(tree):
+    for shard in x.addressable_shards:
+      out[shard.device] = out.get(shard.device, 0) + shard.data.nbytes
+  return out
 
 
 def check_divisible(global_batch: int, mesh: Mesh, field: str) -> None:

@@ -21,10 +21,14 @@ from cnn_history.state import TrainState
 
 
 def top_k_correct(logits: jax.Array, labels: jax.Array, k: int) -> jax.Array:
-  """1.0 where the label is among the k largest logits (ties broken towards lower index)."""
-  k = min(k, logits.shape[-1])
-  _, top = jax.lax.top_k(logits, k)
-  return jnp.any(top == labels[:, None], axis=-1).astype(jnp.float32)
+  """1.0 where fewer than k classes score strictly higher than the label (ties count for it).
+
+  Written as a comparison and a sum over classes rather than lax.top_k, which XLA's SPMD
+  partitioner all-gathers across the batch shards.
+  """
+  label_score = jnp.take_along_axis(logits, labels[:, None], axis=-1)
+  higher = jnp.sum(logits > label_score, axis=-1)
+  return (higher < k).astype(jnp.float32)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,6 +39,7 @@ class Steps:
   curvature: Callable[[TrainState, jax.Array, jax.Array], TrainState] | None
   plateau: Callable[[TrainState, jax.Array], TrainState] | None  # after an evaluation
   abstract_state: TrainState
+  state_sharding: Any   # NamedShardings of the state (replicated, or FSDP-sharded)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,6 +70,7 @@ def make_steps(model: nn.Module, tx: optax.GradientTransformation, schedule: opt
 
   abstract_state = jax.eval_shape(init, jax.random.key(0))
   has_bn = bool(abstract_state.batch_stats)
+  state_sh = parallel.state_sharding(abstract_state, mesh, config.sharding)
 
   def update(state: TrainState, images, labels, rng, teacher_variables):
     """One optimizer update on (images, labels); returns the new state and per-example stats."""
@@ -173,8 +179,8 @@ def make_steps(model: nn.Module, tx: optax.GradientTransformation, schedule: opt
       h = model.apply(state.variables(), images, mask, method='diagonal_hessian')
       return state.replace(opt_state=optim.with_curvature(state.opt_state, h))
 
-    curvature = jax.jit(curvature_step, in_shardings=(repl, sharded, sharded),
-                        out_shardings=repl, donate_argnums=0)
+    curvature = jax.jit(curvature_step, in_shardings=(state_sh, sharded, sharded),
+                        out_shardings=state_sh, donate_argnums=0)
 
   plateau = None
   if config.schedule.plateau_factor > 0:
@@ -182,25 +188,26 @@ def make_steps(model: nn.Module, tx: optax.GradientTransformation, schedule: opt
       new = optim.plateau_update(optim.find_plateau(state.opt_state), error, config.schedule)
       return state.replace(opt_state=optim.with_plateau(state.opt_state, new))
 
-    plateau = jax.jit(plateau_step, in_shardings=(repl, repl), out_shardings=repl,
+    plateau = jax.jit(plateau_step, in_shardings=(state_sh, repl), out_shardings=state_sh,
                       donate_argnums=0)
 
   if teacher is None:
-    train = jax.jit(train_step, in_shardings=(repl, sharded), out_shardings=(repl, repl),
-                    donate_argnums=0)
+    train = jax.jit(train_step, in_shardings=(state_sh, sharded),
+                    out_shardings=(state_sh, repl), donate_argnums=0)
   else:
     teacher_variables = jax.device_put(teacher.variables, repl)
-    jitted = jax.jit(train_step, in_shardings=(repl, sharded, repl), out_shardings=(repl, repl),
-                     donate_argnums=0)
+    jitted = jax.jit(train_step, in_shardings=(state_sh, sharded, repl),
+                     out_shardings=(state_sh, repl), donate_argnums=0)
 
     def train(state, batch):
       return jitted(state, batch, teacher_variables)
 
   return Steps(
-      init=jax.jit(init, out_shardings=repl),
+      init=jax.jit(init, out_shardings=state_sh),
       train=train,
-      evaluate=jax.jit(eval_step, in_shardings=(repl, sharded), out_shardings=repl,
+      evaluate=jax.jit(eval_step, in_shardings=(state_sh, sharded), out_shardings=repl,
                        static_argnums=2),
       curvature=curvature,
       plateau=plateau,
-      abstract_state=abstract_state)
+      abstract_state=abstract_state,
+      state_sharding=state_sh)

@@ -175,9 +175,9 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
                steps_per_epoch)
 
   # ---- State: resume, or start (optionally from another run's weights) ---------------------
-  repl = parallel.replicated(mesh)
   abstract = jax.tree_util.tree_map(
-      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=repl), steps.abstract_state)
+      lambda x, sharding: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
+      steps.abstract_state, steps.state_sharding)
   identity = {'model': config.model.name, 'num_classes': num_classes,
               'params': checkpoint.fingerprint(steps.abstract_state.params)}
   ckpt = checkpoint.Checkpoints(os.path.join(workdir, 'checkpoints'), config.keep_checkpoints,

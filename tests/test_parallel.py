@@ -65,3 +65,55 @@ def test_global_batch_is_sharded_over_data_axis():
   shards = batch['image'].addressable_shards
   assert len(shards) == 8 and {s.data.shape[0] for s in shards} == {4}
   np.testing.assert_array_equal(np.asarray(batch['label']), _batch(0)['label'])
+
+
+def _collectives(steps, state, mesh):
+  """Counts of the communication and host-transfer ops in the compiled train step."""
+  import collections  # pylint: disable=g-import-not-at-top
+  import re  # pylint: disable=g-import-not-at-top
+  hlo = steps.train.lower(state, parallel.global_batch(_batch(0), mesh)).compile().as_text()
+  return collections.Counter(re.findall(
+      r'\b(all-reduce|all-gather|reduce-scatter|all-to-all|collective-permute|send|recv|'
+      r'infeed|outfeed|custom-call)(?:-start)?\(', hlo))
+
+
+def _compiled_collectives(config, batch_span=None):
+  config.model.overrides.bn_batch_span = batch_span
+  mesh, steps = _build(config, 8)
+  return _collectives(steps, steps.init(jax.random.key(0)), mesh)
+
+
+def test_data_parallel_step_communicates_once():
+  # LeNet-5 as in 1998 (no BatchNorm): the gradients (and the metric sums) in one all-reduce,
+  # nothing else crosses devices and nothing goes to the host.
+  config = tiny_config('paper', examples_per_update=0)
+  assert _compiled_collectives(config) == {'all-reduce': 1}
+  # With BatchNorm statistics over each device's own examples (the papers' per-GPU BN), the
+  # same; over the global batch, BN adds its own all-reduces of the batch moments.
+  bn = tiny_config('modern_bn')
+  assert _compiled_collectives(bn, batch_span=4) == {'all-reduce': 1}
+  global_bn = _compiled_collectives(tiny_config('modern_bn'))
+  assert set(global_bn) == {'all-reduce'} and global_bn['all-reduce'] > 1
+
+
+def test_fsdp_shards_the_state_and_equals_the_replicated_run(monkeypatch):
+  monkeypatch.setattr(parallel, 'FSDP_MIN_SIZE', 1000)  # LeNet's layers are small
+  results, sizes = [], []
+  for mode in ('replicated', 'fsdp'):
+    config = tiny_config(sharding=mode)
+    mesh, steps = _build(config, 8)
+    state = steps.init(jax.random.key(0))
+    for i in range(3):
+      state, _ = steps.train(state, parallel.global_batch(_batch(i), mesh))
+    per_device = parallel.bytes_per_device(state.params)
+    sizes.append(max(per_device.values()))
+    results.append(jax.device_get(state.params))
+    if mode == 'fsdp':
+      kernel = state.params['C5']['kernel']  # (5, 5, 16, 120): its 120 output maps split 8 ways
+      assert kernel.addressable_shards[0].data.shape == (5, 5, 16, 15)
+      collectives = set(_collectives(steps, state, mesh))
+      assert 'all-gather' in collectives  # weights gathered where they are used
+      assert collectives <= {'all-gather', 'all-reduce', 'reduce-scatter'}
+  assert sizes[1] < sizes[0] / 5  # ~8x less, bar the small replicated arrays
+  for a, b in zip(jax.tree_util.tree_leaves(results[0]), jax.tree_util.tree_leaves(results[1])):
+    np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)
