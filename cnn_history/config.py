@@ -38,6 +38,9 @@ def default_config() -> ConfigDict:
   c.keep_checkpoints = 3         # checkpoints kept on disk (the newest ones)
   c.init_from = ''               # a checkpoint directory whose params/batch_stats start the run
   c.num_devices = -1             # devices of the mesh (-1: all; e.g. 1 for a single-device run)
+  c.dtype = 'float32'            # compute: 'float32' | 'bfloat16' | 'float16' (parameters, BN
+                                 # statistics, loss and optimizer state stay float32; float16
+                                 # adds dynamic loss scaling)
   c.sharding = 'replicated'      # train state: 'replicated' (data parallel) | 'fsdp' (params and
                                  # optimizer state sharded over the devices: the large nets)
   c.compilation_cache_dir = ''   # persistent XLA compilation cache ('' off)

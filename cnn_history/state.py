@@ -16,6 +16,7 @@ class TrainState:
   opt_state: Any
   rng: jax.Array         # base key; a step's dropout key is fold_in(rng, step)
   ema_params: Any = flax.struct.field(default_factory=dict)  # {} unless config.ema_decay > 0
+  loss_scale: Any = flax.struct.field(default_factory=dict)  # float16: {'scale', 'good_steps'}
 
   def variables(self, ema: bool = False) -> dict[str, Any]:
     """The model variables for `model.apply` (with the averaged weights if `ema`)."""

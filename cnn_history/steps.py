@@ -20,6 +20,10 @@ from cnn_history import losses, optim, parallel
 from cnn_history.state import TrainState
 
 
+LOSS_SCALE_INIT = 2.0 ** 15   # float16 dynamic loss scaling: the initial scale ...
+LOSS_SCALE_PERIOD = 2000      # ... doubled after this many finite steps, halved on overflow
+
+
 def top_k_correct(logits: jax.Array, labels: jax.Array, k: int) -> jax.Array:
   """1.0 where fewer than k classes score strictly higher than the label (ties count for it).
 
@@ -58,6 +62,7 @@ def make_steps(model: nn.Module, tx: optax.GradientTransformation, schedule: opt
                      label_smoothing_form=loss_cfg.label_smoothing_form, rbf_j=loss_cfg.rbf_j)
   repl, sharded = parallel.replicated(mesh), parallel.batch_sharded(mesh)
   ema_decay = config.ema_decay
+  loss_scaling = config.dtype == 'float16'
 
   def init(rng: jax.Array) -> TrainState:
     params_rng, dropout_rng, state_rng = jax.random.split(rng, 3)
@@ -66,7 +71,9 @@ def make_steps(model: nn.Module, tx: optax.GradientTransformation, schedule: opt
     params = variables['params']
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                       batch_stats=variables.get('batch_stats', {}), opt_state=tx.init(params),
-                      rng=state_rng, ema_params=params if ema_decay > 0 else {})
+                      rng=state_rng, ema_params=params if ema_decay > 0 else {},
+                      loss_scale=({'scale': jnp.float32(LOSS_SCALE_INIT),
+                                   'good_steps': jnp.zeros((), jnp.int32)} if loss_scaling else {}))
 
   abstract_state = jax.eval_shape(init, jax.random.key(0))
   has_bn = bool(abstract_state.batch_stats)
@@ -105,13 +112,27 @@ def make_steps(model: nn.Module, tx: optax.GradientTransformation, schedule: opt
       for weight, aux_logits in zip(loss_cfg.aux_weights, aux):
         loss += weight * losses.per_example_loss(loss_cfg.name, aux_logits, labels,
                                                  targets=targets, **loss_kwargs).mean()
+      if loss_scaling:  # float16: gradients of loss x S, so that small ones do not underflow
+        loss = loss * state.loss_scale['scale']
       return loss, (logits, per_example, new_vars)
 
     grads, (logits, per_example, new_vars) = jax.grad(loss_fn, has_aux=True)(state.params)
+    if loss_scaling:
+      grads = jax.tree_util.tree_map(lambda g: g / state.loss_scale['scale'], grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    state = state.replace(params=params, opt_state=opt_state,
-                          batch_stats=new_vars['batch_stats'] if has_bn else state.batch_stats)
+    new_state = state.replace(params=params, opt_state=opt_state,
+                              batch_stats=new_vars['batch_stats'] if has_bn else state.batch_stats)
+    if loss_scaling:  # skip a step whose gradients overflowed and halve S; double S when stable
+      ok = jnp.isfinite(optax.tree.norm(grads))
+      new_state = jax.tree_util.tree_map(lambda new, old: jnp.where(ok, new, old), new_state,
+                                         state)
+      good = jnp.where(ok, state.loss_scale['good_steps'] + 1, 0)
+      scale = jnp.where(ok, state.loss_scale['scale'], state.loss_scale['scale'] / 2)
+      grow = good >= LOSS_SCALE_PERIOD
+      new_state = new_state.replace(loss_scale={'scale': jnp.where(grow, scale * 2, scale),
+                                                'good_steps': jnp.where(grow, 0, good)})
+    state = new_state
     if ema_decay > 0:
       state = state.replace(ema_params=jax.tree_util.tree_map(
           lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, state.ema_params, params))
@@ -144,6 +165,9 @@ def make_steps(model: nn.Module, tx: optax.GradientTransformation, schedule: opt
       lr = lr * plateau.scale
     metrics.update(grad_norm=grad_norm, learning_rate=lr)
     metrics['finite'] = jnp.isfinite(metrics['loss']) & jnp.isfinite(grad_norm)
+    if loss_scaling:  # overflowing steps are skipped; only a scale below 1 means divergence
+      metrics['finite'] = new_state.loss_scale['scale'] >= 1.0
+      metrics['loss_scale'] = new_state.loss_scale['scale']
     return new_state.replace(step=state.step + 1), metrics
 
   def eval_step(state: TrainState, batch: dict[str, jax.Array], ema: bool = False):

@@ -154,8 +154,9 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
 
   # ---- Model, optimizer, steps ----------------------------------------------------------------
   num_classes = config.model.num_classes if config.model.num_classes > 0 else train_split.num_classes
+  check_choice('dtype', config.dtype, ('float32', 'bfloat16', 'float16'))
   model = models.create_model(config.model.name, num_classes=num_classes,
-                              **config.model.overrides.to_dict())
+                              dtype=jnp.dtype(config.dtype), **config.model.overrides.to_dict())
   updates_per_step = config.batch_size // k if k else 1
   schedule = optim.build_schedule(config.schedule, steps_per_epoch * updates_per_step,
                                   updates_per_step, total_steps * updates_per_step,
