@@ -1,0 +1,199 @@
+r"""Speed of a registry model's train or eval step on this machine.
+
+  python -m cnn_history.benchmark --model resnet50 [--batch 32] [--mode train|eval] \
+      [--dtype float32|bfloat16|float16] [--devices N] [--synthetic | --config FILE[:ARG]] \
+      [--steps 20] [--warmup 3] [--json out.json]
+
+Prints a table (and writes JSON): compile time, median step time over the timed steps, images/s,
+achieved GFLOP/s from the model's multiply-adds (training counts 3x the forward pass) and its
+fraction of a measured matmul peak, the fraction of step time spent waiting for input (with a
+real input pipeline: --config), and peak memory. With --synthetic (the default) the batch lives on
+the devices and only the step is timed. More than the visible devices on a CPU needs
+XLA_FLAGS=--xla_force_host_platform_device_count=N set before the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import time
+from typing import Any
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from cnn_history import config as config_lib  # noqa: E402
+from cnn_history import models, optim, parallel  # noqa: E402
+from cnn_history.models import summary  # noqa: E402
+from cnn_history.steps import make_steps  # noqa: E402
+
+
+def matmul_peak_gflops(dtype: str = 'float32', size: int = 2048, repeats: int = 10) -> float:
+  """Measured dense matmul throughput of one device (GFLOP/s), the reference for utilisation."""
+  a = jnp.ones((size, size), dtype)
+  f = jax.jit(lambda x: x @ x)
+  f(a).block_until_ready()
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    f(a).block_until_ready()
+    times.append(time.perf_counter() - start)
+  return 2 * size ** 3 / min(times) / 1e9
+
+
+def _config_for(args) -> Any:
+  if args.config:
+    path, _, arg = args.config.partition(':')
+    import runpy  # pylint: disable=g-import-not-at-top
+    config = runpy.run_path(path)['get_config'](arg or None)
+  else:
+    config = config_lib.default_config()
+    config_lib.set_model(config, args.model)
+    config.optimizer.name = 'momentum'
+    config.data.source = 'synthetic'
+  if args.model:
+    config_lib.set_model(config, args.model)
+  if args.batch:
+    config.batch_size = args.batch
+  config.dtype = args.dtype
+  return config
+
+
+def peak_memory_bytes() -> dict[str, float]:
+  stats = jax.local_devices()[0].memory_stats() or {}
+  out = {'host_max_rss_bytes': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024.0}
+  if 'peak_bytes_in_use' in stats:
+    out['device_peak_bytes'] = float(stats['peak_bytes_in_use'])
+  return out
+
+
+def run(args) -> dict[str, Any]:
+  config = _config_for(args)
+  name = config.model.name
+  mesh = parallel.make_mesh(args.devices)
+  parallel.check_divisible(config.batch_size, mesh, 'batch_size')
+  spec = models.get_spec(name)
+  shape = (args.resolution, args.resolution, spec.input_shape[-1]) if args.resolution else \
+      spec.input_shape
+  num_classes = spec.default_num_classes
+  model = models.create_model(name, num_classes=num_classes, dtype=jnp.dtype(config.dtype),
+                              **config.model.overrides.to_dict())
+  macs = summary.count_macs(model, shape)
+  schedule = optim.build_schedule(config.schedule, 1000, 1, 10**6, config.batch_size)
+  tx = optim.build_optimizer(config.optimizer, schedule)
+  steps = make_steps(model, tx, schedule, config, mesh, shape)
+  state = steps.init(jax.random.key(0))
+  batch_size = config.batch_size
+
+  # Batches: device-resident random data, or the config's real input pipeline.
+  if args.synthetic or not args.config:
+    rng = np.random.default_rng(0)
+    local = {'image': rng.normal(size=(batch_size,) + shape).astype(np.float32),
+             'label': rng.integers(0, num_classes, batch_size).astype(np.int32),
+             'mask': np.ones(batch_size, np.float32)}
+    fixed = parallel.global_batch(local, mesh)
+    next_batch = lambda: fixed
+  else:
+    from cnn_history.data import pipeline, sources  # pylint: disable=g-import-not-at-top
+    pipeline.hide_accelerators_from_tensorflow()
+    host = pipeline.HostSlice(jax.process_index(), jax.process_count())
+    split = sources.load_split(config.data, config.data.train_split, config.seed)
+    if args.mode == 'train':
+      batches = pipeline.train_batches(split, config.data.train_preprocess, batch_size,
+                                       config.seed, 0, host, config.data.prefetch)
+    else:
+      batches = (b for _ in iter(int, 1) for b in pipeline.eval_batches(
+          split, config.data.eval_preprocess, batch_size, config.seed, host))
+    next_batch = lambda: parallel.global_batch(next(batches), mesh)
+
+  if args.mode == 'train':
+    def step(state, batch):
+      return steps.train(state, {'image': batch['image'], 'label': batch['label']})
+  else:
+    def step(state, batch):
+      return state, steps.evaluate(state, batch)
+
+  first = next_batch()
+  start = time.perf_counter()
+  if args.mode == 'train':
+    compiled = steps.train.lower(state, {'image': first['image'], 'label': first['label']})
+  else:
+    compiled = steps.evaluate.lower(state, first)
+  compiled.compile()
+  compile_s = time.perf_counter() - start
+
+  wait, times = [], []
+  for i in range(args.warmup + args.steps):
+    t0 = time.perf_counter()
+    batch = next_batch()
+    jax.block_until_ready(batch)
+    t1 = time.perf_counter()
+    state, out = step(state, batch)
+    jax.block_until_ready(out)
+    t2 = time.perf_counter()
+    if i >= args.warmup:
+      wait.append(t1 - t0)
+      times.append(t2 - t0)
+  step_s = statistics.median(times)
+  flops_per_image = 2 * macs * (3 if args.mode == 'train' else 1)
+  achieved = flops_per_image * batch_size / step_s / 1e9
+  peak = matmul_peak_gflops('bfloat16' if config.dtype == 'bfloat16' else 'float32') * mesh.size
+  return {
+      'model': name, 'mode': args.mode, 'batch': batch_size, 'dtype': config.dtype,
+      'devices': mesh.size, 'platform': jax.devices()[0].platform,
+      'input': 'synthetic' if (args.synthetic or not args.config) else args.config,
+      'resolution': 'x'.join(map(str, shape)), 'macs_per_image': macs,
+      'compile_s': compile_s, 'step_s': step_s, 'images_per_s': batch_size / step_s,
+      'gflops': achieved, 'peak_matmul_gflops': peak, 'utilisation': achieved / peak,
+      'data_wait_fraction': sum(wait) / sum(times), 'steps': args.steps,
+      **peak_memory_bytes()}
+
+
+def format_row(r: dict[str, Any]) -> str:
+  memory = r.get('device_peak_bytes', r['host_max_rss_bytes']) / 2**20
+  return (f'{r["model"]:<18} {r["mode"]:<5} {r["batch"]:>5} {r["dtype"]:<8} {r["devices"]:>3} '
+          f'{r["compile_s"]:>8.1f} {1000 * r["step_s"]:>9.1f} {r["images_per_s"]:>10.1f} '
+          f'{r["gflops"]:>8.1f} {100 * r["utilisation"]:>6.1f}% '
+          f'{100 * r["data_wait_fraction"]:>6.1f}% {memory:>9.0f}')
+
+
+HEADER = (f'{"model":<18} {"mode":<5} {"batch":>5} {"dtype":<8} {"dev":>3} {"compile s":>8} '
+          f'{"step ms":>9} {"images/s":>10} {"GFLOP/s":>8} {"of peak":>7} {"data wait":>7} '
+          f'{"peak MiB":>9}')
+
+
+def main(argv=None) -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+  parser.add_argument('--model', default='', help='registry name (default: the config\'s)')
+  parser.add_argument('--batch', type=int, default=0, help='global batch (default: 32 or config)')
+  parser.add_argument('--mode', choices=('train', 'eval'), default='train')
+  parser.add_argument('--dtype', choices=('float32', 'bfloat16', 'float16'), default='float32')
+  parser.add_argument('--devices', type=int, default=-1, help='devices of the mesh (-1: all)')
+  parser.add_argument('--resolution', type=int, default=0, help='square input size')
+  group = parser.add_mutually_exclusive_group()
+  group.add_argument('--synthetic', action='store_true', help='device-resident random batches')
+  group.add_argument('--config', default='', help='a config file[:arg]: its real input pipeline')
+  parser.add_argument('--steps', type=int, default=20, help='timed steps')
+  parser.add_argument('--warmup', type=int, default=3, help='untimed steps after compilation')
+  parser.add_argument('--json', default='', help='append the result to this JSON-lines file')
+  args = parser.parse_args(argv)
+  if not args.model and not args.config:
+    parser.error('give --model or --config')
+  if not args.batch and not args.config:
+    args.batch = 32
+  result = run(args)
+  print(HEADER)
+  print(format_row(result))
+  if args.json:
+    with open(args.json, 'a') as f:
+      f.write(json.dumps(result) + '\n')
+
+
+if __name__ == '__main__':
+  main()
