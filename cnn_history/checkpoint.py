@@ -20,6 +20,7 @@ from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+from etils import epath
 
 # Replica-parallel writes make the first save of a multi-device run slow (stack-notes.md).
 ocp.type_handlers.register_type_handler(
@@ -28,6 +29,12 @@ ocp.type_handlers.register_type_handler(
 
 class CheckpointError(RuntimeError):
   """A checkpoint cannot be used; the message says why and what to do."""
+
+
+def as_path(path: str | os.PathLike) -> epath.Path:
+  """A local (made absolute) or remote (gs://...) path."""
+  path = str(path)
+  return epath.Path(path if '://' in path else os.path.abspath(path))
 
 
 def fingerprint(tree: Any) -> str:
@@ -41,7 +48,7 @@ class Checkpoints:
   """Saves and restores the train state under `directory` (keeps the newest `keep`)."""
 
   def __init__(self, directory: str, keep: int, identity: dict[str, Any]):
-    self.directory = os.path.abspath(directory)
+    self.directory = as_path(directory)
     self.identity = identity  # what must match to resume: model name, parameter fingerprint
     self._keep = keep
     self._manager = self._open()
@@ -104,13 +111,13 @@ class Checkpoints:
 
   def _quarantine(self, step: int, error: Exception) -> None:
     """Moves an unreadable checkpoint aside (kept for inspection) so that it is not reused."""
-    src = os.path.join(self.directory, str(step))
-    dst = os.path.join(self.directory, f'corrupt-{step}-{int(time.time())}')
+    src = self.directory / str(step)
+    dst = self.directory / f'corrupt-{step}-{int(time.time())}'
     logging.warning('Checkpoint at step %d in %s cannot be read (%s: %s); moving it to %s and '
                     'falling back to the previous checkpoint.', step, self.directory,
                     type(error).__name__, str(error).splitlines()[0][:300], dst)
-    if jax.process_index() == 0 and os.path.exists(src):
-      os.rename(src, dst)
+    if jax.process_index() == 0 and src.exists():
+      src.rename(dst)
     if jax.process_count() > 1:
       from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
       multihost_utils.sync_global_devices(f'quarantine-{step}')
@@ -121,13 +128,14 @@ class Checkpoints:
 def restore_arrays(directory: str, step: int | None = None) -> tuple[int, Any]:
   """A checkpointed state as arrays on this process's first device, whatever the topology
   that wrote it (for tools and tests: evaluation, visualisation, comparisons)."""
-  directory = os.path.abspath(directory)
+  directory = as_path(directory)
   if step is None:
-    steps = [int(d) for d in os.listdir(directory) if d.isdigit()] if os.path.isdir(directory) else []
+    steps = [int(d.name) for d in directory.iterdir() if d.name.isdigit()] \
+        if directory.is_dir() else []
     if not steps:
       raise CheckpointError(f'No checkpoint in {directory}.')
     step = max(steps)
-  path = os.path.join(directory, str(step), 'state')
+  path = directory / str(step) / 'state'
   with ocp.StandardCheckpointer() as checkpointer:
     metadata = checkpointer.metadata(path).item_metadata
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
@@ -169,10 +177,9 @@ class PreemptionWatch:
       signal.signal(signal.SIGTERM, self._previous)
 
 
-def write_json(path: str, data: dict[str, Any]) -> None:
+def write_json(path: str | epath.Path, data: dict[str, Any]) -> None:
   """Writes `data` atomically (a crash leaves the old file or the new one, never half)."""
-  tmp = f'{path}.tmp'
-  with open(tmp, 'w') as f:
-    json.dump(data, f, indent=2, sort_keys=True)
-    f.write('\n')
-  os.replace(tmp, path)
+  path = as_path(path)
+  tmp = path.parent / (path.name + '.tmp')
+  tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + '\n')
+  tmp.replace(path)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 import time
 from typing import Any
@@ -15,33 +14,41 @@ from clu import metric_writers
 
 
 class Writer:
-  """Writes scalars to TensorBoard + the log (clu) and to workdir/metrics.jsonl (process 0)."""
+  """Writes scalars to TensorBoard + the log (clu) and to workdir/metrics.jsonl (process 0).
+
+  workdir may be local or remote (gs://): remote files cannot be appended to, so the JSON lines
+  are kept and the file rewritten at each write there.
+  """
 
   def __init__(self, workdir: str, resume_step: int = 0):
+    from cnn_history.checkpoint import as_path  # pylint: disable=g-import-not-at-top
     self.enabled = jax.process_index() == 0
-    self._clu = metric_writers.create_default_writer(workdir, just_logging=not self.enabled)
-    self._path = os.path.join(workdir, 'metrics.jsonl')
-    if self.enabled and os.path.exists(self._path):
+    self._clu = metric_writers.create_default_writer(str(workdir), just_logging=not self.enabled)
+    self._path = as_path(workdir) / 'metrics.jsonl'
+    self._remote = '://' in str(workdir)
+    self._lines: list[str] = []
+    if self.enabled and self._path.exists():
       # A resumed run rewrites what came after its checkpoint, so curves have no duplicates.
-      with open(self._path) as f:
-        kept = [line for line in f if line.strip() and json.loads(line)['step'] <= resume_step]
-      with open(self._path, 'w') as f:
-        f.writelines(kept)
-    self._file = open(self._path, 'a') if self.enabled else None
+      self._lines = [line + '\n' for line in self._path.read_text().splitlines()
+                     if line.strip() and json.loads(line)['step'] <= resume_step]
+      self._path.write_text(''.join(self._lines))
 
   def write(self, step: int, split: str, scalars: dict[str, Any]) -> None:
     scalars = {k: float(v) for k, v in scalars.items()}
     self._clu.write_scalars(step, {f'{split}/{k}': v for k, v in scalars.items()})
-    if self._file:
-      self._file.write(json.dumps({'step': int(step), 'split': split, 'time': time.time(),
-                                   **scalars}) + '\n')
-      self._file.flush()
+    if not self.enabled:
+      return
+    line = json.dumps({'step': int(step), 'split': split, 'time': time.time(), **scalars}) + '\n'
+    self._lines.append(line)
+    if self._remote:
+      self._path.write_text(''.join(self._lines))
+    else:
+      with open(self._path, 'a') as f:
+        f.write(line)
 
   def close(self) -> None:
     self._clu.flush()
     self._clu.close()
-    if self._file:
-      self._file.close()
 
 
 class Progress:

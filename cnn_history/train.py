@@ -71,17 +71,16 @@ def load_teacher(config, num_classes: int) -> Teacher | None:
   workdir = config.distill.teacher_workdir
   if not workdir:
     return None
-  path = os.path.join(workdir, 'config.json')
-  if not os.path.exists(path):
+  path = checkpoint.as_path(workdir) / 'config.json'
+  if not path.exists():
     raise checkpoint.CheckpointError(f'config.distill.teacher_workdir={workdir!r} has no '
                                      'config.json: give the workdir of a finished training run.')
-  with open(path) as f:
-    teacher_config = json.load(f)
+  teacher_config = json.loads(path.read_text())
   name = teacher_config['model']['name']
   classes = teacher_config['model']['num_classes']
   model = models.create_model(name, num_classes=num_classes if classes <= 0 else classes,
                               **teacher_config['model']['overrides'])
-  _, state = checkpoint.restore_arrays(os.path.join(workdir, 'checkpoints'))
+  _, state = checkpoint.restore_arrays(checkpoint.as_path(workdir) / 'checkpoints')
   variables = {'params': state['params']}
   if state.get('batch_stats'):
     variables['batch_stats'] = state['batch_stats']
@@ -120,7 +119,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   pipeline.hide_accelerators_from_tensorflow()
   if config.compilation_cache_dir:
     jax.config.update('jax_compilation_cache_dir', config.compilation_cache_dir)
-  os.makedirs(workdir, exist_ok=True)
+  checkpoint.as_path(workdir).mkdir(parents=True, exist_ok=True)
 
   # ---- Devices and batches -------------------------------------------------------------------
   mesh = parallel.make_mesh(config.num_devices)
@@ -166,10 +165,9 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   steps = make_steps(model, tx, schedule, config, mesh, image_shape,
                      teacher=load_teacher(config, num_classes))
   if jax.process_index() == 0:  # what this run is, for its readers (and a later teacher)
-    with open(os.path.join(workdir, 'config.json'), 'w') as f:
-      resolved = config.to_dict()
-      resolved['model']['num_classes'] = num_classes
-      json.dump(resolved, f, indent=2, sort_keys=True, default=str)
+    resolved = config.to_dict()
+    resolved['model']['num_classes'] = num_classes
+    checkpoint.write_json(checkpoint.as_path(workdir) / 'config.json', resolved)
   num_params = sum(x.size for x in jax.tree_util.tree_leaves(steps.abstract_state.params))
   logging.info('Model %s: %s parameters; %d steps of %d examples (%d per epoch).',
                config.model.name, f'{num_params:,}', total_steps, config.batch_size,
@@ -181,7 +179,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
       steps.abstract_state, steps.state_sharding)
   identity = {'model': config.model.name, 'num_classes': num_classes,
               'params': checkpoint.fingerprint(steps.abstract_state.params)}
-  ckpt = checkpoint.Checkpoints(os.path.join(workdir, 'checkpoints'), config.keep_checkpoints,
+  ckpt = checkpoint.Checkpoints(checkpoint.as_path(workdir) / 'checkpoints', config.keep_checkpoints,
                                 identity)
   restored = ckpt.restore_latest(abstract)
   if restored is not None:
@@ -191,7 +189,8 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   else:
     state = steps.init(jax.random.key(config.seed))
     if config.init_from:
-      source = checkpoint.Checkpoints(os.path.join(config.init_from, 'checkpoints'), 1, identity)
+      source = checkpoint.Checkpoints(checkpoint.as_path(config.init_from) / 'checkpoints', 1,
+                                      identity)
       loaded = source.restore_latest(abstract)
       source.close()
       if loaded is None:
@@ -218,7 +217,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     if final_eval is not None:
       summary.update({f'eval_{k}': v for k, v in final_eval.items()})
     if jax.process_index() == 0:
-      checkpoint.write_json(os.path.join(workdir, 'summary.json'), summary)
+      checkpoint.write_json(checkpoint.as_path(workdir) / 'summary.json', summary)
     return summary
 
   if config.mode == 'eval':
