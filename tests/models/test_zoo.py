@@ -41,7 +41,7 @@ def test_forward_at_native_resolution(name):
   model = models.create_model(name, num_classes=7) if spec.default_num_classes != 10 else \
       models.create_model(name)
   x = jax.random.normal(jax.random.key(1), (2,) + spec.input_shape)
-  variables = model.init(jax.random.key(0), x, train=False)
+  variables = jax.jit(lambda x: model.init(jax.random.key(0), x, train=False))(x)
   logits = jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, x)
   assert logits.shape == (2, model.num_classes)
   assert np.all(np.isfinite(np.asarray(logits)))
