@@ -43,7 +43,9 @@ def default_config() -> ConfigDict:
                                  # adds dynamic loss scaling)
   c.sharding = 'replicated'      # train state: 'replicated' (data parallel) | 'fsdp' (params and
                                  # optimizer state sharded over the devices: the large nets)
-  c.compilation_cache_dir = ''   # persistent XLA compilation cache ('' off)
+  c.compilation_cache_dir = '~/.cache/cnn_history/xla'  # persistent XLA compilation cache ('': off)
+  c.profile_steps = ()           # (first, last): a jax.profiler trace of these steps into
+                                 # workdir/plugins/profile (TensorBoard's profile tab)
   c.progress_bar = True          # a tqdm bar on process 0 (periodic log lines are always written)
   c.ema_decay = 0.0              # moving average of the weights, evaluated beside them
                                  # (EfficientNet 0.9999; Inception-v3's Polyak averaging); 0: off

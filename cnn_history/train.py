@@ -118,7 +118,8 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   check_choice('mode', config.mode, ('train', 'eval'))
   pipeline.hide_accelerators_from_tensorflow()
   if config.compilation_cache_dir:
-    jax.config.update('jax_compilation_cache_dir', config.compilation_cache_dir)
+    jax.config.update('jax_compilation_cache_dir',
+                      os.path.expanduser(config.compilation_cache_dir))
   checkpoint.as_path(workdir).mkdir(parents=True, exist_ok=True)
 
   # ---- Devices and batches -------------------------------------------------------------------
@@ -268,8 +269,16 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     if jax.process_index() == 0:
       metrics_lib.log_line(step, total_steps, step / steps_per_epoch, scalars, timing['eta_s'])
 
+  profile = tuple(config.profile_steps)
+  if profile and (len(profile) != 2 or not 0 <= profile[0] < profile[1]):
+    raise ValueError(f'config.profile_steps={profile} must be (first, last) with first < last.')
   try:
     for step in range(start_step, total_steps):
+      if profile and step == profile[0]:
+        jax.profiler.start_trace(str(checkpoint.as_path(workdir)))
+      if profile and step == profile[1]:
+        jax.profiler.stop_trace()
+        logging.info('Wrote a profile of steps %d-%d to %s/plugins/profile.', *profile, workdir)
       if steps.curvature is not None and step % steps_per_epoch == 0:
         sample = _sdlm_sample(train_split, config, step // steps_per_epoch, mesh, host)
         state = steps.curvature(state, sample['image'], sample['mask'])

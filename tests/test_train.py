@@ -269,3 +269,9 @@ def test_float16_dynamic_loss_scaling(tmp_path):
   assert 1.0 <= scale <= 2.0 ** 15
   for leaf in jax.tree_util.tree_leaves(state['params']):
     assert leaf.dtype == np.float32 and np.all(np.isfinite(leaf))
+
+
+def test_profile_trace_is_written(tmp_path):
+  train.train_and_evaluate(tiny_config(num_steps=6, profile_steps=(2, 4)), str(tmp_path))
+  traces = list((tmp_path / 'plugins' / 'profile').rglob('*.xplane.pb'))
+  assert traces and traces[0].stat().st_size > 1000

@@ -24,8 +24,6 @@ import flax.linen as nn
 import jax
 import numpy as np
 
-from cnn_history.models import registry
-
 _CONVERTERS: dict[str, Callable[..., dict[str, Any]]] = {}
 
 
@@ -184,6 +182,7 @@ def _import_converters() -> None:
 
 def keras_to_flax(name: str, keras_model) -> tuple[nn.Module, dict[str, Any]]:
   """The registry model `name` configured like `keras_model`, and its weights."""
+  from cnn_history.models import registry  # pylint: disable=g-import-not-at-top  (a cycle: models register converters)
   _import_converters()
   if name not in _CONVERTERS:
     raise ConversionError(f'No Keras converter for {name!r}; models with one: '
