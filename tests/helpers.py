@@ -47,3 +47,25 @@ def tiny_config(variant: str = 'modern_bn', **fields):
       target = target[p]
     target[last] = value
   return c
+
+
+def random_variables(abstract, seed: int = 0):
+  """Random variables of the given abstract tree, made on the host (no initialiser to compile):
+  kernels ~ N(0, 1/fan_in), biases 0, BN scale 1 / mean 0 / var 1, anything else N(0, 0.1)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(seed)
+
+  def make(path, leaf):
+    name = getattr(path[-1], 'key', str(path[-1]))
+    shape, dtype = leaf.shape, leaf.dtype
+    if name in ('var', 'scale', 'coefficient'):
+      return np.ones(shape, dtype)
+    if name in ('mean', 'bias'):
+      return np.zeros(shape, dtype)
+    if name == 'kernel' and len(shape) >= 2:
+      fan_in = int(np.prod(shape[:-1]))
+      return (rng.standard_normal(shape) / np.sqrt(fan_in)).astype(dtype)
+    return (0.1 * rng.standard_normal(shape)).astype(dtype)
+
+  return jax.tree_util.tree_map_with_path(make, abstract)
