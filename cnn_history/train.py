@@ -28,13 +28,22 @@ class NonFiniteError(FloatingPointError):
   """The loss or the gradients became NaN/Inf."""
 
 
-def check_input_shape(name: str, image_shape: tuple[Any, ...], where: str) -> None:
-  """A network with a fixed input size must get exactly that size from the data pipeline."""
+def check_input_shape(name: str, image_shape: tuple[Any, ...], where: str,
+                      model: Any = None) -> None:
+  """A network with a fixed input size must get exactly that size from the data pipeline
+  (unless its switches make it size-agnostic, e.g. VGG's fully-convolutional head)."""
   spec = models.get_spec(name)
   if None in image_shape:
     raise ValueError(f'{where} produces images of variable size {image_shape}; add a resize or '
-                     "crop op to it (e.g. 'resize(256)|center_crop(224)').")
+                     "crop op to it (e.g. 'resize_small(256)|center_crop(224)').")
   if spec.fixed_input and tuple(image_shape) != spec.input_shape:
+    if model is not None:
+      try:
+        jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1,) + tuple(image_shape)),
+                                          train=False))
+        return
+      except Exception:  # pylint: disable=broad-except  (reported below, with the fix)
+        pass
     h, w, c = spec.input_shape
     raise ValueError(
         f'{name} takes {h}x{w}x{c} images, but {where} produces '
@@ -140,11 +149,6 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   eval_split = sources.load_split(config.data, config.data.eval_split, config.seed)
   image_shape = pipeline.output_image_shape(train_split, config.data.train_preprocess)
   eval_shape = pipeline.output_image_shape(eval_split, config.data.eval_preprocess)
-  check_input_shape(config.model.name, image_shape, 'config.data.train_preprocess')
-  check_input_shape(config.model.name, eval_shape, 'config.data.eval_preprocess')
-  for name, ops in config.data.eval_protocols.items():
-    check_input_shape(config.model.name, pipeline.output_image_shape(eval_split, ops),
-                      f'config.data.eval_protocols.{name}')
   steps_per_epoch = train_split.num_examples // config.batch_size
   if steps_per_epoch == 0:
     raise ValueError(f'config.batch_size={config.batch_size} exceeds the {train_split.num_examples}'
@@ -157,6 +161,11 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   check_choice('dtype', config.dtype, ('float32', 'bfloat16', 'float16'))
   model = models.create_model(config.model.name, num_classes=num_classes,
                               dtype=jnp.dtype(config.dtype), **config.model.overrides.to_dict())
+  check_input_shape(config.model.name, image_shape, 'config.data.train_preprocess', model)
+  check_input_shape(config.model.name, eval_shape, 'config.data.eval_preprocess', model)
+  for name, ops in config.data.eval_protocols.items():
+    check_input_shape(config.model.name, pipeline.output_image_shape(eval_split, ops),
+                      f'config.data.eval_protocols.{name}', model)
   updates_per_step = config.batch_size // k if k else 1
   schedule = optim.build_schedule(config.schedule, steps_per_epoch * updates_per_step,
                                   updates_per_step, total_steps * updates_per_step,
