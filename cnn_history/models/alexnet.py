@@ -231,20 +231,6 @@ def classifier_head(x: jax.Array, num_classes: int, *, train: bool, dropout_rate
   return logits.astype(jnp.float32), x
 
 
-def adaptive_avg_pool(x: jax.Array, size: int) -> jax.Array:
-  """PyTorch's AdaptiveAvgPool2d((size, size)): bin i spans [floor(i H / s), ceil((i+1) H / s))."""
-  h, w = x.shape[1:3]
-  if (h, w) == (size, size):
-    return x
-
-  def bins(n):
-    return [(i * n // size, -(-(i + 1) * n // size)) for i in range(size)]
-
-  rows = [jnp.stack([x[:, r0:r1, c0:c1].mean(axis=(1, 2)) for c0, c1 in bins(w)], axis=1)
-          for r0, r1 in bins(h)]
-  return jnp.stack(rows, axis=1)
-
-
 @register('alexnet', paper='Krizhevsky, Sutskever & Hinton, NIPS 2012', year=2012,
           input_shape=(227, 227, 3), fixed_input=True,
           expected_params=60_965_224, expected_macs=724_406_816,
@@ -304,7 +290,7 @@ class AlexNetOWT(nn.Module):
                    paper_biases=paper, dtype=self.dtype)
     if min(x.shape[1:3]) < 1:
       raise ValueError('alexnet_owt needs inputs of at least 63x63.')
-    x = adaptive_avg_pool(x, 6)
+    x = layers.adaptive_avg_pool(x, 6)
     logits, features = classifier_head(x, self.num_classes, train=train,
                                        dropout_rate=self.dropout_rate, dropout_before=True,
                                        kernel_init=KERNEL_INITS[self.initializer],

@@ -153,18 +153,6 @@ BN_INCEPTION_MODULES: tuple[InceptionRow, ...] = (
 )
 
 
-def adaptive_avg_pool(x: jax.Array, size: int) -> jax.Array:
-  """PyTorch's adaptive_avg_pool2d to size x size on NHWC: output cell i averages input rows
-  floor(i * H / size) ... ceil((i + 1) * H / size) - 1 (windows may overlap), likewise columns."""
-
-  def windows(n):
-    return [(i * n // size, -(-(i + 1) * n // size)) for i in range(size)]
-
-  rows = [jnp.stack([x[:, h0:h1, w0:w1].mean(axis=(1, 2)) for w0, w1 in windows(x.shape[2])],
-                    axis=1) for h0, h1 in windows(x.shape[1])]
-  return jnp.stack(rows, axis=1)
-
-
 def _check_rate(model: str, field: str, rate: float) -> None:
   if not 0.0 <= rate < 1.0:
     raise ValueError(f'{model}: {field} must be in [0, 1), got {rate!r}.')
@@ -224,7 +212,7 @@ class InceptionAux(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     if self.adaptive_size:
-      x = adaptive_avg_pool(x, self.adaptive_size)
+      x = layers.adaptive_avg_pool(x, self.adaptive_size)
     else:
       if min(x.shape[1:3]) < 5:
         raise ValueError(f'The auxiliary classifier pools 5x5 windows but its input map is '

@@ -165,6 +165,22 @@ def global_avg_pool(x: jax.Array) -> jax.Array:
   return jnp.mean(x, axis=(1, 2))
 
 
+def adaptive_avg_pool(x: jax.Array, size: int) -> jax.Array:
+  """PyTorch's AdaptiveAvgPool2d((size, size)) on NHWC: output cell i averages input rows
+  floor(i H / size) ... ceil((i + 1) H / size) - 1 (windows may overlap), likewise columns
+  (torchvision's AlexNet head, GoogLeNet's auxiliary heads)."""
+  h, w = x.shape[1:3]
+  if (h, w) == (size, size):
+    return x
+
+  def bins(n):
+    return [(i * n // size, -(-(i + 1) * n // size)) for i in range(size)]
+
+  rows = [jnp.stack([x[:, r0:r1, c0:c1].mean(axis=(1, 2)) for c0, c1 in bins(w)], axis=1)
+          for r0, r1 in bins(h)]
+  return jnp.stack(rows, axis=1)
+
+
 # ---- Convolution blocks ---------------------------------------------------------------------
 
 class ConvBN(nn.Module):

@@ -58,3 +58,15 @@ def test_pool_2x2_equals_reduce_window(reduce):
   np.testing.assert_allclose(ours, ref, rtol=1e-6)
   np.testing.assert_allclose(layers.pool_2x2(jnp.asarray(x), 'sum'),
                              x.reshape(2, 3, 2, 4, 2, 3).sum(axis=(2, 4)), rtol=1e-5)
+
+
+def test_adaptive_avg_pool_uses_pytorchs_bins():
+  x = np.random.default_rng(2).normal(size=(1, 7, 9, 2)).astype(np.float32)
+  ours = np.asarray(layers.adaptive_avg_pool(jnp.asarray(x), 6))
+  expected = np.empty((1, 6, 6, 2), np.float32)
+  for i in range(6):
+    for j in range(6):  # bin i spans [floor(i H / 6), ceil((i + 1) H / 6))
+      r0, r1 = int(np.floor(i * 7 / 6)), int(np.ceil((i + 1) * 7 / 6))
+      c0, c1 = int(np.floor(j * 9 / 6)), int(np.ceil((j + 1) * 9 / 6))
+      expected[0, i, j] = x[0, r0:r1, c0:c1].mean(axis=(0, 1))
+  np.testing.assert_allclose(ours, expected, rtol=1e-5)
