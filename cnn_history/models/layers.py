@@ -203,7 +203,8 @@ class ConvBN(nn.Module):
   bn_batch_span: int | None = None
   bn_scale: bool = True           # Keras Inception/Xception-style BN without gamma: False
   bn_scale_init: Any = nn.initializers.ones  # zeros for Bag of Tricks' zero-gamma
-  kernel_init: Any = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
+  kernel_init: Any = None         # None: He normal over the fan-out of one group (for a
+                                  # depthwise conv: k*k*multiplier, TF's depthwise init)
   bias_init: Any = nn.initializers.zeros
   dilation: int = 1
   dtype: Any = jnp.float32
@@ -211,9 +212,11 @@ class ConvBN(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     k = self.kernel_size if isinstance(self.kernel_size, tuple) else (self.kernel_size,) * 2
+    kernel_init = self.kernel_init or nn.initializers.variance_scaling(
+        2.0 * self.groups, 'fan_out', 'normal')
     x = nn.Conv(self.features, k, (self.strides,) * 2, explicit_padding(self.padding),
                 kernel_dilation=(self.dilation,) * 2, feature_group_count=self.groups,
-                use_bias=self.use_bias, kernel_init=self.kernel_init, bias_init=self.bias_init,
+                use_bias=self.use_bias, kernel_init=kernel_init, bias_init=self.bias_init,
                 dtype=self.dtype, name='conv')(x)
     if self.use_bn:
       x = BatchNorm(self.bn_momentum, self.bn_epsilon, self.bn_batch_span,

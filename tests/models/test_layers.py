@@ -70,3 +70,12 @@ def test_adaptive_avg_pool_uses_pytorchs_bins():
       c0, c1 = int(np.floor(j * 9 / 6)), int(np.ceil((j + 1) * 9 / 6))
       expected[0, i, j] = x[0, r0:r1, c0:c1].mean(axis=(0, 1))
   np.testing.assert_allclose(ours, expected, rtol=1e-5)
+
+
+def test_convbn_default_init_is_he_over_one_groups_fan_out():
+  x = jnp.ones((1, 8, 8, 64))
+  for groups, features in ((1, 64), (64, 64), (64, 128)):
+    conv = layers.ConvBN(features, 3, groups=groups, use_bn=False, act=None)
+    kernel = conv.init(jax.random.key(0), x)['params']['conv']['kernel']
+    fan_out = 9 * features // groups  # k*k outputs of each group's filters
+    assert float(jnp.std(kernel)) == pytest.approx((2.0 / fan_out) ** 0.5, rel=0.1)
