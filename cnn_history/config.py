@@ -108,7 +108,8 @@ def default_config() -> ConfigDict:
   c.optimizer.eps = 1e-8         # adam / adamw / rmsprop(_tf) (Inception-v3: 1.0; EfficientNet: 1e-3)
   c.optimizer.weight_decay = 0.0     # the weight-decay coefficient (0: none)
   c.optimizer.weight_decay_mode = 'coupled'  # 'coupled' (L2 added to the gradient) | 'decoupled'
-  c.optimizer.weight_decay_on = 'all'  # 'all' | 'kernels' (no biases, BN or other 1-D params)
+  c.optimizer.weight_decay_on = 'all'  # 'all' | 'kernels' (no biases, BN or other 1-D params) |
+                                 # 'kernels_except_depthwise' (nor depthwise kernels)
   c.optimizer.grad_clip_norm = 0.0     # clip the global gradient norm (0: off)
   c.optimizer.sdlm_mu = 0.02     # SDLM damping: step = lr / (mu + h_kk)
   c.optimizer.sdlm_samples = 500  # examples used to re-estimate h_kk before each pass

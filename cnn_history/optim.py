@@ -172,10 +172,16 @@ def with_plateau(opt_state: Any, plateau: PlateauState) -> Any:
 # ---- Optimizers ---------------------------------------------------------------------------
 
 def _decay_mask(on: str) -> Callable[[Any], Any] | None:
-  check_choice('optimizer.weight_decay_on', on, ('all', 'kernels'))
+  """'all'; 'kernels': not biases, BN or other 1-D parameters (Bag of Tricks' "no bias
+  decay"); 'kernels_except_depthwise': neither depthwise kernels (k, k, 1, C) (MobileNet v1:
+  "very little or no weight decay on the depthwise filters")."""
+  check_choice('optimizer.weight_decay_on', on, ('all', 'kernels', 'kernels_except_depthwise'))
   if on == 'all':
     return None
-  return lambda params: jax.tree_util.tree_map(lambda p: p.ndim > 1, params)
+  if on == 'kernels':
+    return lambda params: jax.tree_util.tree_map(lambda p: p.ndim > 1, params)
+  return lambda params: jax.tree_util.tree_map(
+      lambda p: p.ndim > 1 and not (p.ndim == 4 and p.shape[2] == 1 and p.shape[3] > 1), params)
 
 
 def build_optimizer(cfg, schedule: optax.Schedule,

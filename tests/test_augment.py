@@ -188,3 +188,13 @@ def test_training_set_statistics_against_numpy():
   for row, vec in zip(result['eigvec'], eigvec[:, ::-1].T):
     np.testing.assert_allclose(np.abs(row @ vec), 1.0, rtol=1e-6)  # the same axis (up to sign)
   assert result['count'] == 100
+
+
+def test_autoaugment_after_a_random_crop_in_a_pipeline():
+  """inception_crop's run-time crop size must not hide the channel count from later ops."""
+  from cnn_history.data import pipeline, sources  # pylint: disable=g-import-not-at-top
+  split = sources.synthetic_split('train', (40, 48, 3), 10, 8, seed=0)
+  batch = next(pipeline.train_batches(split, 'inception_crop(24)|flip_lr|autoaugment', 4, 0, 0,
+                                      pipeline.HostSlice(0, 1)))
+  assert batch['image'].shape == (4, 24, 24, 3)
+  assert batch['image'].min() >= 0 and batch['image'].max() <= 255

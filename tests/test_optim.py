@@ -186,3 +186,14 @@ def test_lr_inside_momentum_needs_coupled_decay():
   c.name, c.weight_decay, c.weight_decay_mode = 'sgd_caffe', 1e-4, 'decoupled'
   with pytest.raises(ValueError, match="weight_decay_mode='coupled'"):
     optim.build_optimizer(c, optax.constant_schedule(0.1))
+
+
+def test_weight_decay_can_spare_depthwise_kernels():
+  params = {'dw': jnp.ones((3, 3, 1, 8)), 'pw': jnp.ones((1, 1, 8, 16)), 'b': jnp.ones(16)}
+  c = config_lib.default_config().optimizer
+  c.name, c.weight_decay, c.weight_decay_on = 'sgd', 0.5, 'kernels_except_depthwise'
+  tx = optim.build_optimizer(c, optax.constant_schedule(1.0))
+  zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
+  updates, _ = tx.update(zeros, tx.init(params), params)
+  assert float(jnp.abs(updates['dw']).max()) == 0.0 and float(jnp.abs(updates['b']).max()) == 0.0
+  np.testing.assert_allclose(updates['pw'], -0.5)

@@ -159,6 +159,7 @@ def inception_crop(size: int, area_min: float = 0.08, area_max: float = 1.0,
         min_object_covered=0.0, aspect_ratio_range=(aspect_min, aspect_max),
         area_range=(area_min, area_max), max_attempts=10, use_image_if_no_bounding_boxes=True)
     crop = tf.slice(image, begin, crop_size)
+    crop.set_shape([None, None, image.shape[-1]])  # the channels survive a run-time crop
     return tf.image.resize(_float(crop), (size, size), method=method)
 
   return fn
@@ -366,7 +367,7 @@ def autoaugment(policy: str = 'imagenet'):
   table = AUTOAUGMENT_IMAGENET
 
   def fn(image, seed):
-    x = _float(image)
+    x = tf.clip_by_value(_float(image), 0.0, 255.0)  # bicubic resizing can overshoot
     seeds = tf.random.experimental.stateless_split(seed, 5)
     choice = tf.random.stateless_uniform([], seeds[0], 0, len(table), tf.int32)
 
