@@ -60,6 +60,28 @@ def cifar(config, name: str = 'cifar10') -> None:
   config.eval_batch_size = 1000
 
 
+# ---- Training augmentation shared by several papers -------------------------------------------
+
+def fb_resnet_torch_train(size: int = 224, area_min: float = 0.08,
+                          post: str | None = None) -> str:
+  """fb.resnet.torch's ImageNet training (ResNet reproductions, DenseNet, ShuffleNet): an
+  Inception crop, colour jitter 0.4, AlexNet lighting 0.1, a flip, mean/std normalisation."""
+  return (f'inception_crop({size}, area_min={area_min}, area_max=1.0)|'
+          f'color_jitter(0.4, 0.4, 0.4)|lighting(0.1)|flip_lr|{post or normalize()}')
+
+
+def slim_inception_train(size: int, area_min: float = 0.1, fast_mode: bool = True,
+                         post: str | None = None) -> str:
+  """TF-slim's inception_preprocessing for training: a crop of 10-100% of the area with aspect
+  3/4-4/3, a flip, colour distortions (fast mode: brightness 32/255 and saturation only, as
+  the TF-slim-trained MobileNets and NASNet; otherwise also contrast and hue, as Inception-v3),
+  and [-1, 1] scaling."""
+  colour = ('color_jitter(brightness=0.25, contrast=0.0, saturation=0.5, hue=0.0)' if fast_mode
+            else 'color_jitter(brightness=0.25, contrast=0.5, saturation=0.5, hue=0.2)')
+  return (f'inception_crop({size}, area_min={area_min}, area_max=1.0, aspect_min=0.75, '
+          f'aspect_max=1.33)|flip_lr|{colour}|{post or to_unit_range()}')
+
+
 # ---- Evaluation protocols (final evaluation; config.data.eval_protocols) ------------------
 
 def ten_crop(size: int, resize: int, post: str) -> str:
