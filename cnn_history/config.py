@@ -111,6 +111,8 @@ def default_config() -> ConfigDict:
   c.optimizer.weight_decay_on = 'all'  # 'all' | 'kernels' (no biases, BN or other 1-D params) |
                                  # 'kernels_except_depthwise' (nor depthwise kernels)
   c.optimizer.grad_clip_norm = 0.0     # clip the global gradient norm (0: off)
+  c.optimizer.max_filter_rms = 0.0     # > 0: after each update, scale down every conv filter whose
+                                 # RMS exceeds this (ZFNet: 0.1)
   c.optimizer.sdlm_mu = 0.02     # SDLM damping: step = lr / (mu + h_kk)
   c.optimizer.sdlm_samples = 500  # examples used to re-estimate h_kk before each pass
 
@@ -121,7 +123,8 @@ def default_config() -> ConfigDict:
   c.schedule.reference_batch_size = 0  # > 0: linear scaling rule, base rate x batch_size / this
   c.schedule.unit = 'epochs'     # unit of the boundaries and intervals below: 'epochs' | 'steps'
   c.schedule.boundaries = ()     # piecewise: where the rate changes ...
-  c.schedule.rates = ()          # ... to these absolute rates (one per boundary)
+  c.schedule.rates = ()          # ... to these rates (one per boundary; scaled like the base
+                                 # rate by the linear scaling rule)
   c.schedule.decay_factor = 0.1  # exponential: multiply by this ...
   c.schedule.decay_every = 1.0   # ... every this many units
   c.schedule.staircase = True    # exponential: in steps (True) or continuously

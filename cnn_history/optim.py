@@ -59,7 +59,8 @@ def build_schedule(cfg, updates_per_epoch: int, updates_per_step: int,
                        f'config.schedule.boundaries has {len(cfg.boundaries)}; give one rate per '
                        'boundary (the rate from that boundary on).')
     bounds = jnp.asarray([int(round(b * unit)) for b in cfg.boundaries], jnp.int32)
-    rates = jnp.asarray((base,) + tuple(cfg.rates), jnp.float32)
+    scaling = base / cfg.learning_rate if cfg.learning_rate else 1.0  # linear scaling rule
+    rates = jnp.asarray((base,) + tuple(r * scaling for r in cfg.rates), jnp.float32)
 
     def main(count):
       return rates[jnp.searchsorted(bounds, count, side='right')]
@@ -167,6 +168,22 @@ def find_plateau(opt_state: Any) -> PlateauState | None:
 def with_plateau(opt_state: Any, plateau: PlateauState) -> Any:
   return jax.tree_util.tree_map(lambda s: plateau if isinstance(s, PlateauState) else s,
                                 opt_state, is_leaf=lambda x: isinstance(x, PlateauState))
+
+
+# ---- Constraints applied after each update -----------------------------------------------
+
+def renormalize_filters(params: Any, max_rms: float) -> Any:
+  """Zeiler & Fergus §3: "each filter in the convolutional layers where the RMS value exceeds a
+  fixed radius of 1e-1 is renormalized to this fixed radius". A filter is one output channel of
+  a conv kernel (h, w, in, out): its root-mean-square over (h, w, in)."""
+
+  def project(path, p):
+    if getattr(path[-1], 'key', None) != 'kernel' or p.ndim != 4:
+      return p
+    rms = jnp.sqrt(jnp.mean(jnp.square(p), axis=(0, 1, 2), keepdims=True))
+    return p * jnp.minimum(1.0, max_rms / jnp.maximum(rms, 1e-12))
+
+  return jax.tree_util.tree_map_with_path(project, params)
 
 
 # ---- Optimizers ---------------------------------------------------------------------------

@@ -46,7 +46,7 @@ def imagenet(config, tfds_dir: str = '') -> None:
   config.data.download = False
   config.data.in_memory = 'no'
   config.data.shuffle_buffer = 16 * 1024
-  config.eval_batch_size = 1000
+  config.eval_batch_size = 1024  # divisible by any power-of-two device count up to 1024
 
 
 def cifar(config, name: str = 'cifar10') -> None:
@@ -155,7 +155,7 @@ def row(path: str, arg: str | None = None) -> dict[str, Any]:
     regs.append(f'distill T={c.distill.temperature:g}')
   if c.ema_decay:
     regs.append(f'EMA {c.ema_decay:g}')
-  for key in ('dropout_rate', 'drop_path_rate', 'stochastic_depth_rate'):
+  for key in ('dropout_rate', 'block_dropout_rate', 'drop_path_rate', 'stochastic_depth_rate'):
     if key in c.model.overrides and c.model.overrides[key]:
       regs.append(f'{key.replace("_rate", "")} {c.model.overrides[key]:g}')
   protocols = ['single'] + list(c.data.eval_protocols.keys())

@@ -121,6 +121,8 @@ def make_steps(model: nn.Module, tx: optax.GradientTransformation, schedule: opt
       grads = jax.tree_util.tree_map(lambda g: g / state.loss_scale['scale'], grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
+    if config.optimizer.max_filter_rms > 0:
+      params = optim.renormalize_filters(params, config.optimizer.max_filter_rms)
     new_state = state.replace(params=params, opt_state=opt_state,
                               batch_stats=new_vars['batch_stats'] if has_bn else state.batch_stats)
     if loss_scaling:  # skip a step whose gradients overflowed and halve S; double S when stable

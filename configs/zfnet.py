@@ -23,9 +23,8 @@ Readings where the paper is ambiguous or the codebase cannot follow it:
     need a 'random one of ten crops' op.
   * Annealing: the plateau rule as in configs/alexnet.py (patience 3 evaluations, x0.1); the
     paper gives no count, so at most 3 reductions (AlexNet's).
-  * NOT ENCODED: the filter-RMS renormalisation (a projection after each update). The trainer
-    has no hook for it; the lead has the request (an optax transform clipping the RMS of each
-    conv filter of the conv kernels to 0.1). Without it the run follows the rest of the recipe.
+  * The filter-RMS renormalisation is optimizer.max_filter_rms = 0.1: after each update, every
+    conv filter (one output channel over h, w, inputs) whose RMS exceeds 0.1 is scaled back to it.
   * Mean image: `mean_image=PATH` as in configs/alexnet.py (written by
     `python -m cnn_history.data.stats --config=configs/zfnet.py --out=DIR`); default fallback
     per-channel ImageNet mean subtraction. No PCA lighting: the paper lists none.
@@ -78,6 +77,7 @@ def get_config(arg: str | None = None):
   c.optimizer.weight_decay = 5e-4
   c.optimizer.weight_decay_mode = 'coupled'
   c.optimizer.weight_decay_on = 'all'
+  c.optimizer.max_filter_rms = 0.1
   c.schedule.name = 'constant'
   c.schedule.learning_rate = 0.01
   c.schedule.plateau_factor = 0.1

@@ -8,6 +8,7 @@ import runpy
 import pytest
 
 from cnn_history import models, train
+from cnn_history.data import pipeline
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, 'configs', '*.py'))
@@ -28,7 +29,7 @@ def test_there_is_a_config_per_paper():
 
 
 @pytest.mark.parametrize('path', CONFIGS)
-def test_config_trains_two_steps(path, tmp_path):
+def test_config_trains_two_steps(path, tmp_path, monkeypatch):
   config = load(path)
   assert config.model.name in models.list_models(), path
   doc = runpy.run_path(os.path.join(ROOT, path))['__doc__'] or ''
@@ -55,6 +56,17 @@ def test_config_trains_two_steps(path, tmp_path):
       config.model.overrides.bn_batch_span = None
     if config.examples_per_update > 2:
       config.examples_per_update = 0
+  # The evaluation pipeline runs for real; compiling the evaluation step is left to the tests of
+  # the trainer (it is the same for every config), which keeps this test within CI's budget.
+  def evaluate_pipeline_only(steps, state, split, cfg, mesh, host, preprocess=None):
+    del steps, state, mesh
+    batch = next(pipeline.eval_batches(split, cfg.data.eval_preprocess if preprocess is None
+                                       else preprocess, cfg.eval_batch_size, 0, host))
+    assert batch['image'].shape[-3:] == image_shape, batch['image'].shape
+    return {'loss': 0.0, 'top1': 0.0, 'top5': 0.0, 'count': float(batch['mask'].sum())}
+
+  image_shape = models.input_shape(config.model.name)
+  monkeypatch.setattr(train, 'evaluate', evaluate_pipeline_only)
   summary = train.train_and_evaluate(config, str(tmp_path))
   assert summary['steps'] == 2 and summary['eval_count'] == 2
   assert summary['train_loss'] == summary['train_loss']  # not NaN

@@ -197,3 +197,17 @@ def test_weight_decay_can_spare_depthwise_kernels():
   updates, _ = tx.update(zeros, tx.init(params), params)
   assert float(jnp.abs(updates['dw']).max()) == 0.0 and float(jnp.abs(updates['b']).max()) == 0.0
   np.testing.assert_allclose(updates['pw'], -0.5)
+
+
+def test_zeiler_fergus_filter_renormalisation():
+  rng = np.random.default_rng(0)
+  kernel = rng.normal(size=(3, 3, 4, 5)).astype(np.float32)
+  kernel[..., 0] *= 0.01  # this filter is already inside the radius
+  params = {'conv': {'kernel': jnp.asarray(kernel), 'bias': jnp.ones(5)},
+            'fc': {'kernel': jnp.ones((4, 4)) * 9}}
+  out = optim.renormalize_filters(params, 0.1)
+  rms = np.sqrt((np.asarray(out['conv']['kernel']) ** 2).mean(axis=(0, 1, 2)))
+  np.testing.assert_allclose(rms[1:], 0.1, rtol=1e-5)
+  np.testing.assert_allclose(out['conv']['kernel'][..., 0], kernel[..., 0])  # untouched
+  np.testing.assert_allclose(out['fc']['kernel'], 9.0)  # only conv filters
+  np.testing.assert_allclose(out['conv']['bias'], 1.0)

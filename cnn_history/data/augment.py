@@ -59,12 +59,17 @@ def normalize(mean, std=1.0):
 
 
 @op('pad')
-def pad(pixels: int, value: float = 0.0):
-  """Pads every side with `pixels` of `value` (LeNet-5: 28x28 digits centred in 32x32)."""
+def pad(pixels: int, value: float = 0.0, mode: str = 'constant'):
+  """Pads every side with `pixels` of `value` (LeNet-5: 28x28 digits centred in 32x32), or
+  with mirrored pixels, mode='reflect' (Wide ResNet's CIFAR augmentation)."""
+  if mode not in ('constant', 'reflect'):
+    raise ValueError(f"pad: mode must be 'constant' or 'reflect', got {mode!r}.")
 
   def fn(image, seed):
     del seed
     paddings = [[pixels, pixels], [pixels, pixels], [0, 0]]
+    if mode == 'reflect':
+      return tf.pad(image, paddings, mode='REFLECT')
     return tf.pad(image, paddings, constant_values=tf.cast(value, image.dtype))
 
   return fn

@@ -96,6 +96,8 @@ CIFAR_DEPTH_RULES = {'basic': ((6, 2), (6, 4)), 'bottleneck': ((9, 2),)}
 LAYOUTS = ('imagenet', 'cifar')
 BLOCKS = ('basic', 'bottleneck')
 SHORTCUTS = ('projection', 'zero_pad', 'projection_all', 'avgpool', 'projection_3x3', 'none')
+INITIALIZERS = {'he': nn.initializers.variance_scaling(2.0, 'fan_out', 'normal'),
+                'xavier_uniform': nn.initializers.xavier_uniform()}
 STRIDE_IN = ('1x1', '3x3')
 STEMS = ('7x7', 'deep', '3x3')
 STEM_POOLS = ('pad1', 'zero_pad1', 'ceil')
@@ -251,7 +253,8 @@ class ResNet(nn.Module):
   dropout_rate: float = 0.0        # before the classifier (SENet-154: 0.2)
   conv_bias: bool = False          # Keras ports (v1: every conv; v2: convs no BN follows)
   scan_blocks: bool = False        # each stage's identical units as one lax.scan (fast compile)
-  kernel_init: Any = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')  # He (MSRA)
+  initializer: str = 'he'          # conv kernels: 'he' (MSRA, fan-out normal) | 'xavier_uniform'
+                                   # (Bag of Tricks' baseline)
   bn_momentum: float = 0.9
   bn_epsilon: float = 1e-5
   bn_batch_span: int | None = None
@@ -268,6 +271,7 @@ class ResNet(nn.Module):
     _check('stride_in', self.stride_in, STRIDE_IN)
     _check('stem', self.stem, STEMS + (None,))
     _check('stem_pool', self.stem_pool, STEM_POOLS)
+    _check('initializer', self.initializer, tuple(INITIALIZERS))
     bottleneck = kind == 'bottleneck'
     if not bottleneck and (self.cardinality != 1 or self.base_width != 64):
       raise ValueError('ResNet: cardinality and base_width (ResNeXt) need bottleneck blocks; '
@@ -296,7 +300,7 @@ class ResNet(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    conv = functools.partial(nn.Conv, kernel_init=self.kernel_init, dtype=self.dtype)
+    conv = functools.partial(nn.Conv, kernel_init=INITIALIZERS[self.initializer], dtype=self.dtype)
     norm = functools.partial(layers.BatchNorm, self.bn_momentum, self.bn_epsilon,
                              self.bn_batch_span, dtype=self.dtype)
     block = functools.partial(
