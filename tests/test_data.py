@@ -215,5 +215,7 @@ def test_preprocessing_parse_errors():
     augment.parse('scal(0, 1)')
   with pytest.raises(ValueError, match='Cannot parse'):
     augment.parse('pad(x + 1)')
-  with pytest.raises(ValueError, match="op 'pad\\(1, 2, 3\\)'"):
+  with pytest.raises(ValueError, match="op 'pad\\(1, 2, 3, 4\\)'.*positional"):
+    augment.parse('pad(1, 2, 3, 4)')
+  with pytest.raises(ValueError, match="op 'pad\\(1, 2, 3\\)'.*mode must be"):
     augment.parse('pad(1, 2, 3)')

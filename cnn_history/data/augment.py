@@ -470,7 +470,7 @@ def parse(spec: str) -> Pipeline:
       raise ValueError(f'Unknown preprocessing op {name!r}.{hint} Ops: {", ".join(sorted(_OPS))}.')
     try:
       ops.append(_OPS[name](*args, **kwargs))
-    except TypeError as e:
+    except (TypeError, ValueError) as e:
       raise ValueError(f'Preprocessing op {part!r}: {e}') from None
   return Pipeline(spec, tuple(ops))
 
