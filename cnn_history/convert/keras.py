@@ -21,14 +21,12 @@ import difflib
 from typing import Any, Callable
 
 import flax.linen as nn
-import jax
 import numpy as np
 
+from cnn_history.convert.common import (ConversionError, VariableWriter, check_variables,
+                                        report_unused)
+
 _CONVERTERS: dict[str, Callable[..., dict[str, Any]]] = {}
-
-
-class ConversionError(ValueError):
-  """A tensor is missing, unexpected, mis-shaped, or left unused."""
 
 
 def keras_converter(*names: str):
@@ -47,13 +45,13 @@ def supported_keras_models() -> list[str]:
   return sorted(_CONVERTERS)
 
 
-class KerasWeights:
+class KerasWeights(VariableWriter):
   """Reads a Keras model's weights by layer name and writes them into Flax variable trees."""
 
   def __init__(self, keras_model):
+    super().__init__()
     self.layers = {layer.name: layer for layer in _all_layers(keras_model)}
     self._used: set[str] = set()
-    self.variables: dict[str, dict] = {'params': {}, 'batch_stats': {}}
 
   # -- reading ---------------------------------------------------------------------------------
   def layer(self, name: str):
@@ -74,15 +72,7 @@ class KerasWeights:
   def unused(self) -> list[str]:
     return sorted(n for n, l in self.layers.items() if l.get_weights() and n not in self._used)
 
-  # -- writing ---------------------------------------------------------------------------------
-  def put(self, collection: str, path: tuple[str, ...], leaf: str, value: np.ndarray) -> None:
-    node = self.variables[collection]
-    for p in path:
-      node = node.setdefault(p, {})
-    if leaf in node:
-      raise ConversionError(f'{collection}/{"/".join(path)}/{leaf} is written twice.')
-    node[leaf] = np.asarray(value, np.float32)
-
+  # -- writing (put: VariableWriter) ----------------------------------------------------
   def conv(self, keras_name: str, path: tuple[str, ...]) -> None:
     """Conv2D/Dense (kernel [, bias]) -> a Flax Conv/Dense at `path`."""
     weights = self.take(keras_name)
@@ -132,39 +122,11 @@ def _all_layers(model):
       yield layer
 
 
-def _check_against(abstract: Any, tree: Any, collection: str) -> None:
-  want = {jax.tree_util.keystr(p): x.shape
-          for p, x in jax.tree_util.tree_leaves_with_path(abstract)}
-  have = {jax.tree_util.keystr(p): x.shape for p, x in jax.tree_util.tree_leaves_with_path(tree)}
-  missing = sorted(set(want) - set(have))
-  unexpected = sorted(set(have) - set(want))
-  wrong = sorted(k for k in set(want) & set(have) if tuple(want[k]) != tuple(have[k]))
-  problems = []
-  if missing:
-    problems.append(f'missing {collection} {missing[:10]}{" ..." if len(missing) > 10 else ""}')
-  if unexpected:
-    problems.append(f'unexpected {collection} {unexpected[:10]}'
-                    f'{" ..." if len(unexpected) > 10 else ""}')
-  for k in wrong[:10]:
-    problems.append(f'{collection}{k}: Keras gives {have[k]}, the Flax model has {want[k]}')
-  if problems:
-    raise ConversionError('; '.join(problems))
-
-
 def collect(weights: KerasWeights, module: nn.Module,
             input_shape: tuple[int, ...]) -> dict[str, Any]:
   """The mapped variables, checked against `module`'s own and against unused Keras weights."""
-  unused = weights.unused()
-  if unused:
-    raise ConversionError(f'Keras weights not mapped to the Flax model: {unused[:10]}'
-                          f'{" ..." if len(unused) > 10 else ""}')
-  abstract = jax.eval_shape(lambda: module.init(jax.random.key(0),
-                                                np.zeros((1,) + tuple(input_shape), np.float32),
-                                                train=False))
-  variables = {k: v for k, v in weights.variables.items() if v}
-  for collection in set(abstract) | set(variables):
-    _check_against(abstract.get(collection, {}), variables.get(collection, {}), collection)
-  return variables
+  report_unused(weights.unused(), 'Keras')
+  return check_variables(weights.variables, module, input_shape, 'Keras')
 
 
 def convert_keras(keras_model, module: nn.Module, mapping: Callable[[Any, KerasWeights], None],

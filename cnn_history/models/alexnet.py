@@ -43,6 +43,10 @@ Switches (the paper's ablations; registry defaults are the paper's):
   widths            conv1-conv5 output maps (None: the table's 96-256-384-384-256).
   dropout_rate      0.0: without dropout ("substantial overfitting", §4.2).
   initializer       'paper' (above) | 'he' (He normal weights, zero biases).
+  stem, fc_widths   not the paper: small inputs. stem='cifar' makes conv1 a 5x5/1 conv (pad 2)
+                    so a 32x32 image keeps 32x32 maps until the first pool (32 -> 15 -> 7 -> 3
+                    through the three 3x3/2 pools) and FC6 reads the 3x3 map; fc_widths sets
+                    FC6/FC7 (4096, 4096 in the paper). Defaults are the paper's.
 
 `alexnet_owt` (ONE_WEIRD_TRICK) is torchvision's `alexnet`: one tower of 64-192-384-256-256
 maps, conv1 padded by 2, no LRN, no groups, an adaptive 6x6 average pool (so any input of at
@@ -67,6 +71,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from cnn_history.convert.torch import TorchWeights, torch_converter
 from cnn_history.models import layers
 from cnn_history.models.registry import register
 
@@ -200,21 +205,24 @@ class ConvertibleDense(nn.Module):
 
 def classifier_head(x: jax.Array, num_classes: int, *, train: bool, dropout_rate: float,
                     kernel_init: Any, hidden_bias: float = 0.0, dropout_before: bool = False,
-                    window: int | None = None, dtype: Any = jnp.float32
-                    ) -> tuple[jax.Array, jax.Array]:
+                    window: int | None = None, hidden: tuple[int, ...] = FC_HIDDEN,
+                    dtype: Any = jnp.float32) -> tuple[jax.Array, jax.Array]:
   """FC6-FC7 (ReLU, dropout) and FC8 as submodules fc6, fc7, fc8 of the calling module.
 
   Dropout follows each hidden layer's ReLU (AlexNet 2012, ZFNet, VGG, SPPNet), or precedes
   each hidden layer with dropout_before=True (torchvision's AlexNet). `window`: the head slides
   over x [N, H, W, C] as convolutions (FC6 window x window, FC7/FC8 1x1) and the class-score map
-  is averaged over space (VGG's dense evaluation); None: x is flattened. Returns
-  (float32 logits, the FC7 features).
+  is averaged over space (VGG's dense evaluation); None: x is flattened. `hidden`: the widths of
+  FC6 and FC7 (4096 in the papers). Returns (float32 logits, the FC7 features).
   """
   if not 0.0 <= dropout_rate < 1.0:
     raise ValueError(f'dropout_rate={dropout_rate!r} is not valid; it is the probability of '
                      'dropping a unit, in [0, 1).')
   hidden_init = nn.initializers.constant(hidden_bias)
-  for i, features in enumerate(FC_HIDDEN):
+  if len(hidden) != len(FC_HIDDEN) or min(hidden) < 1:
+    raise ValueError(f'fc_widths must give the {len(FC_HIDDEN)} positive widths of FC6 and FC7, '
+                     f'got {hidden}.')
+  for i, features in enumerate(hidden):
     if dropout_before:
       x = nn.Dropout(dropout_rate, deterministic=not train)(x)
     if i == 0:
@@ -246,12 +254,17 @@ class AlexNet(nn.Module):
   widths: tuple[int, ...] | None = None  # conv1-5 maps; None: 96-256-384-384-256
   dropout_rate: float = 0.5        # after the ReLUs of FC6 and FC7 (§4.2)
   initializer: str = 'paper'       # 'paper': N(0, 0.01^2), biases of §5 | 'he'
+  stem: str = 'imagenet'           # 'imagenet': conv1 11x11/4 (227x227 in); 'cifar': conv1
+                                   # 5x5/1 pad 2 for 32x32 inputs (FC6 reads the 3x3 map left)
+  fc_widths: tuple[int, ...] = FC_HIDDEN  # FC6, FC7 (the paper's 4096, 4096)
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     check_choice('alexnet', 'groups', self.groups, (1, 2))
     check_choice('alexnet', 'initializer', self.initializer, ('paper', 'he'))
     table = with_widths(ALEXNET, self.widths, 'alexnet')
+    if layers.stem_stride('alexnet', self.stem) == 1:
+      table = (table[0]._replace(kernel=5, stride=1, padding=2),) + table[1:]
     if any(row.features % self.groups for row in table):
       raise ValueError(f'alexnet: widths {tuple(r.features for r in table)} do not split '
                        f'into groups={self.groups} towers.')
@@ -260,12 +273,14 @@ class AlexNet(nn.Module):
                    pool_window=3 if self.overlapping_pool else 2, pool_stride=2,
                    groups=self.groups, kernel_init=KERNEL_INITS[self.initializer],
                    paper_biases=paper, dtype=self.dtype)
-    require_map(x, 6, 'alexnet', 'Feed 227x227 images: the paper\'s "224x224" only gives '
-                '55x55 conv1 maps with 3 more pixels (module docstring).')
+    if self.stem == 'imagenet':
+      require_map(x, 6, 'alexnet', 'Feed 227x227 images: the paper\'s "224x224" only gives '
+                  '55x55 conv1 maps with 3 more pixels (module docstring).')
     logits, features = classifier_head(x, self.num_classes, train=train,
                                        dropout_rate=self.dropout_rate,
                                        kernel_init=KERNEL_INITS[self.initializer],
-                                       hidden_bias=1.0 if paper else 0.0, dtype=self.dtype)
+                                       hidden_bias=1.0 if paper else 0.0,
+                                       hidden=tuple(self.fc_widths), dtype=self.dtype)
     self.sow('intermediates', 'features', features)
     return logits
 
@@ -324,3 +339,16 @@ class ZFNet(nn.Module):
                                        dtype=self.dtype)
     self.sow('intermediates', 'features', features)
     return logits
+
+
+@torch_converter('alexnet_owt', source='torchvision')
+def _from_torchvision(weights: TorchWeights, name: str) -> dict[str, Any]:
+  """torchvision.models.alexnet: features.{0,3,6,8,10} the convs, classifier.{1,4,6} FC6-FC8
+  (FC6 reads the 6x6x256 map flattened in torch's C, H, W order)."""
+  del name
+  for i, index in enumerate((0, 3, 6, 8, 10), start=1):
+    weights.conv(f'features.{index}', (f'conv{i}',))
+  weights.dense_from_map('classifier.1', ('fc6',), ONE_WEIRD_TRICK[-1].features)
+  weights.dense('classifier.4', ('fc7',))
+  weights.head('classifier.6', ('fc8',))
+  return {}

@@ -39,6 +39,7 @@ import jax
 import jax.numpy as jnp
 
 from cnn_history.convert.keras import ConversionError, KerasWeights, keras_converter
+from cnn_history.convert.torch import TorchWeights, torch_converter
 from cnn_history.models import layers
 from cnn_history.models.registry import get_spec, register
 
@@ -212,3 +213,28 @@ def _from_keras(keras_model, weights: KerasWeights, name: str) -> dict[str, Any]
   if len(epsilons) != 1:
     raise ConversionError(f'Keras {name} mixes BatchNorm epsilons {sorted(epsilons)}.')
   return {'bn_epsilon': epsilons.pop()}
+
+
+@torch_converter('densenet121', 'densenet169', 'densenet201', source='torchvision')
+def _from_torchvision(weights: TorchWeights, name: str) -> dict[str, Any]:
+  """torchvision.models.densenet*: features.{conv0,norm0} the stem,
+  features.denseblock{b}.denselayer{i}.{norm1,conv1,norm2,conv2} the layers,
+  features.transition{b}.{norm,conv}, features.norm5 and the classifier."""
+  block_sizes = get_spec(name).kwargs['block_sizes']
+  theirs_blocks = tuple(len({n.split('.')[2] for n in weights.names(f'features.denseblock{b}.')})
+                        for b in range(1, len(block_sizes) + 1))
+  if theirs_blocks != block_sizes:
+    raise ConversionError(f'{name} has dense blocks {block_sizes}; the state dict has '
+                          f'{theirs_blocks}.')
+  weights.conv_bn('features.conv0', 'features.norm0', ('stem',))
+  for b, num_layers in enumerate(block_sizes, start=1):
+    for i in range(1, num_layers + 1):
+      theirs, ours = f'features.denseblock{b}.denselayer{i}', f'block{b}_layer{i}'
+      weights.conv_bn(f'{theirs}.conv1', f'{theirs}.norm1', (ours, 'bottleneck'))
+      weights.conv_bn(f'{theirs}.conv2', f'{theirs}.norm2', (ours, 'conv'))
+    if b < len(block_sizes):
+      weights.conv_bn(f'features.transition{b}.conv', f'features.transition{b}.norm',
+                      (f'transition{b}',))
+  weights.bn('features.norm5', ('final_bn',))
+  weights.head('classifier', ('classifier',))
+  return {}

@@ -39,6 +39,9 @@ Switches (module fields), each reproducing an ablation or a port:
       pixels; the Keras converter sets these so the Flax network takes the same input (with
       Keras' ImageNet weights: mean 255 * (0.485, 0.456, 0.406), std 255 * (0.229, 0.224,
       0.225)).
+
+Small inputs (not the paper; the default is the paper's): stem='cifar' gives the stem conv
+stride 1, so a 32x32 image ends at 2x2 instead of 1x1.
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cnn_history.convert.keras import ConversionError, KerasWeights, keras_converter
+from cnn_history.convert.torch import TorchWeights, torch_converter
 from cnn_history.models import layers
 from cnn_history.models.registry import register
 
@@ -200,6 +204,7 @@ class EfficientNet(nn.Module):
   bn_momentum: float = 0.99          # TF decay of the running averages
   bn_epsilon: float = 1e-3           # TF; torchvision b0-b4: 1e-5
   bn_batch_span: int | None = None
+  stem: str = 'imagenet'             # 'imagenet': stem conv stride 2; 'cifar': stride 1 (32x32)
 
   def _check(self, x: jax.Array) -> None:
     if self.padding not in PADDINGS:
@@ -227,7 +232,8 @@ class EfficientNet(nn.Module):
     tf_same = self.padding == 'same'
     if self.input_mean is not None:
       x = (x.astype(jnp.float32) - jnp.asarray(self.input_mean)) / jnp.asarray(self.input_std)
-    x = layers.ConvBN(round_filters(STEM_CHANNELS, self.width_coefficient), 3, 2,
+    x = layers.ConvBN(round_filters(STEM_CHANNELS, self.width_coefficient), 3,
+                      layers.stem_stride('efficientnet', self.stem),
                       'SAME' if tf_same else 1, act=self.activation, name='stem', **bn)(x, train)
     for block in blocks(self.width_coefficient, self.depth_coefficient,
                         self.stochastic_depth_rate):
@@ -311,3 +317,20 @@ def _from_keras(keras_model, weights: KerasWeights, name: str) -> dict[str, Any]
   if len(epsilons) != 1:
     raise ConversionError(f'{name}: the Keras BatchNorm layers use several epsilons {epsilons}.')
   return {**options, 'bn_epsilon': epsilons.pop(), 'padding': 'same'}
+
+
+@torch_converter(*VARIANTS, source='torchvision')
+def _from_torchvision(weights: TorchWeights, name: str) -> dict[str, Any]:
+  """torchvision.models.efficientnet_b*: features.0 the stem, features.{stage - 1}.{j}.block the
+  MBConvs, features.8 the head conv, classifier.1 the FC. Symmetric padding; BN epsilon 1e-5
+  for b0-b4 and 1e-3 for b5-b7 (torchvision's choice)."""
+  variant = VARIANTS[name]
+  weights.conv_bn('features.0.0', 'features.0.1', ('stem',))
+  for block in blocks(variant.width, variant.depth):
+    weights.inverted_residual(f'features.{block.stage - 1}.{block.index - 1}.block',
+                              (block.name,), block.expand_ratio != 1, True)
+  weights.conv_bn('features.8.0', 'features.8.1', ('head',))
+  weights.head('classifier.1', ('classifier',))
+  late = name in ('efficientnet_b5', 'efficientnet_b6', 'efficientnet_b7')
+  return {'padding': 'symmetric', 'bn_epsilon': 1e-3 if late else 1e-5,
+          'bn_momentum': 0.99 if late else 0.9}

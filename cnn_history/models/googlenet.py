@@ -86,6 +86,11 @@ reconstructs it:
     BN-x5-Sigmoid   activation='sigmoid'
   separable_stem=False gives the plain 7x7 stem (Caffe ports).
 
+Small inputs (not in the papers; defaults are the papers'), both networks: stem='cifar' makes
+conv1 a plain 3x3/1 conv and drops the max-pool after it, so a 32x32 image enters the stage-3
+modules at 16x16 (stages 4 and 5 at 8x8 and 4x4) instead of a 1x1 map by stage 5;
+width_multiplier scales every conv's filters (stem and every column of the module table).
+
 Initialisation: He normal with the fan-in (variance 2/fan_in) for every conv and hidden FC;
 LeCun normal for the classifiers; zero biases. None of the papers states theirs (DistBelief).
 """
@@ -99,6 +104,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from cnn_history.convert.torch import TorchWeights, torch_converter
 from cnn_history.models import layers
 from cnn_history.models.registry import register
 
@@ -151,6 +157,13 @@ BN_INCEPTION_MODULES: tuple[InceptionRow, ...] = (
     InceptionRow('5a', 352,   192,  320,   160,   224,  128, 'avg'),
     InceptionRow('5b', 352,   192,  320,   192,   224,  128, 'max'),
 )
+
+
+def scaled_rows(rows: tuple[InceptionRow, ...], multiplier: float) -> tuple[InceptionRow, ...]:
+  """`rows` with every branch's filters x `multiplier` (layers.scale_width; absent stay 0)."""
+  fields = ('branch_1x1', 'reduce_3x3', 'branch_3x3', 'reduce_wide', 'branch_wide', 'pool_proj')
+  return tuple(row._replace(**{f: layers.scale_width(getattr(row, f), multiplier)
+                               for f in fields}) for row in rows)
 
 
 def _check_rate(model: str, field: str, rate: float) -> None:
@@ -239,22 +252,29 @@ class GoogLeNet(nn.Module):
                               # each is config.loss.aux_weights = (0.3, 0.3))
   lrn: bool = True            # LocalRespNorm after the first max-pool and after conv2 (Table 1)
   dropout_rate: float = 0.4   # before the classifier (§5)
+  stem: str = 'imagenet'      # 'imagenet': conv1 7x7/2 + max-pool 3x3/2; 'cifar': conv1 3x3/1,
+                              # no pool (32x32 in: stages 3/4/5 at 16/8/4)
+  width_multiplier: float = 1.0  # every conv's filters x this (small-input variants)
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     _check_rate('googlenet', 'dropout_rate', self.dropout_rate)
     conv = functools.partial(layers.ConvBN, use_bias=True, use_bn=False, kernel_init=HE_NORMAL,
                              dtype=self.dtype)
-    x = conv(64, 7, 2, name='conv1')(x.astype(self.dtype))
-    x = layers.max_pool(x, 3, 2, 'SAME')
+    width = functools.partial(layers.scale_width, multiplier=self.width_multiplier)
+    if layers.stem_stride('googlenet', self.stem) == 2:
+      x = conv(width(64), 7, 2, name='conv1')(x.astype(self.dtype))
+      x = layers.max_pool(x, 3, 2, 'SAME')
+    else:
+      x = conv(width(64), 3, 1, name='conv1')(x.astype(self.dtype))
     if self.lrn:
       x = layers.LRN(name='lrn1')(x)
-    x = conv(64, 1, name='conv2_reduce')(x)
-    x = conv(192, 3, name='conv2')(x)
+    x = conv(width(64), 1, name='conv2_reduce')(x)
+    x = conv(width(192), 3, name='conv2')(x)
     if self.lrn:
       x = layers.LRN(name='lrn2')(x)
     stage = None
-    for row in GOOGLENET_MODULES:
+    for row in scaled_rows(GOOGLENET_MODULES, self.width_multiplier):
       if row.stage != stage:  # a 3x3/2 max-pool starts each stage: 56 -> 28 -> 14 -> 7
         x, stage = layers.max_pool(x, 3, 2, 'SAME'), row.stage
       x = Inception(row, (5,), conv, name=f'inception_{row.name}')(x, train)
@@ -331,6 +351,9 @@ class BNInception(nn.Module):
   bn_momentum: float = 0.9     # not in the paper
   bn_epsilon: float = 1e-3     # not in the paper; TF-slim's
   bn_batch_span: int | None = None
+  stem: str = 'imagenet'       # 'imagenet': conv1 7x7/2 + max-pool 3x3/2; 'cifar': conv1 a plain
+                               # 3x3/1 conv, no pool (32x32 in: modules at 16/8/4)
+  width_multiplier: float = 1.0  # every conv's filters x this (small-input variants)
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -343,23 +366,53 @@ class BNInception(nn.Module):
     conv = functools.partial(layers.ConvBN, use_bias=not self.use_bn, use_bn=self.use_bn,
                              act=self.activation, kernel_init=HE_NORMAL, **bn)
     x = x.astype(self.dtype)
-    if self.separable_stem:
-      x = layers.SeparableConv(64, 7, 2, depth_multiplier=8, use_bn=self.use_bn,
+    width = functools.partial(layers.scale_width, multiplier=self.width_multiplier)
+    if layers.stem_stride('bn_inception', self.stem) == 1:
+      x = conv(width(64), 3, 1, name='conv1')(x, train)
+    elif self.separable_stem:
+      x = layers.SeparableConv(width(64), 7, 2, depth_multiplier=8, use_bn=self.use_bn,
                                use_bias=not self.use_bn, act=self.activation, name='conv1',
                                **bn)(x, train)
     else:
-      x = conv(64, 7, 2, name='conv1')(x, train)
-    x = layers.max_pool(x, 3, 2, 'SAME')
+      x = conv(width(64), 7, 2, name='conv1')(x, train)
+    if self.stem == 'imagenet':
+      x = layers.max_pool(x, 3, 2, 'SAME')
     if self.lrn:
       x = layers.LRN(name='lrn1')(x)
-    x = conv(64, 1, name='conv2_reduce')(x, train)
-    x = conv(192, 3, name='conv2')(x, train)
+    x = conv(width(64), 1, name='conv2_reduce')(x, train)
+    x = conv(width(192), 3, name='conv2')(x, train)
     if self.lrn:
       x = layers.LRN(name='lrn2')(x)
     x = layers.max_pool(x, 3, 2, 'SAME')
-    for row in BN_INCEPTION_MODULES:  # no pooling between modules: 3c and 4e stride
+    for row in scaled_rows(BN_INCEPTION_MODULES, self.width_multiplier):  # no pooling between modules: 3c and 4e stride
       x = Inception(row, (3, 3), conv, name=f'inception_{row.name}')(x, train)
     x = layers.global_avg_pool(x)  # avg-pool 7x7 at 224
     self.sow('intermediates', 'features', x)
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
     return nn.Dense(self.num_classes, dtype=self.dtype, name='classifier')(x).astype(jnp.float32)
+
+
+@torch_converter('googlenet_tv', source='torchvision')
+def _from_torchvision(weights: TorchWeights, name: str) -> dict[str, Any]:
+  """torchvision.models.googlenet: BasicConv2d (conv, bn) modules conv1-conv3; inception{row}
+  branch1, branch2.{0,1}, branch3.{0,1} (the "5x5", a 3x3) and branch4.1 (branch4.0 is the
+  pool); aux{1,2}.conv and fc1 (reading the 4x4x128 map in torch's C, H, W order)/fc2 when the
+  state dict has them (aux_logits=True); fc. transform_input (on with the pretrained weights)
+  is not a layer here: feed (x - 0.5) / 0.5 (torch_preprocessing says so)."""
+  del name
+  for i in (1, 2, 3):
+    weights.conv_bn(f'conv{i}.conv', f'conv{i}.bn', (f'conv{i}',))
+  parts = (('branch1', 'branch_1x1'), ('branch2.0', 'reduce_3x3'), ('branch2.1', 'branch_3x3'),
+           ('branch3.0', 'reduce_wide'), ('branch3.1', 'wide_1'), ('branch4.1', 'pool_proj'))
+  for row in GOOGLENET_MODULES:
+    for theirs, ours in parts:
+      theirs = f'inception{row.name}.{theirs}'
+      weights.conv_bn(f'{theirs}.conv', f'{theirs}.bn', (f'inception_{row.name}', ours))
+  aux_logits = weights.has('aux1.fc2.weight')
+  if aux_logits:
+    for i in (1, 2):
+      weights.conv_bn(f'aux{i}.conv.conv', f'aux{i}.conv.bn', (f'aux_{i}', 'conv'))
+      weights.dense_from_map(f'aux{i}.fc1', (f'aux_{i}', 'fc1'), 128)
+      weights.dense(f'aux{i}.fc2', (f'aux_{i}', 'fc2'))
+  weights.head('fc', ('classifier',))
+  return {'aux_logits': aux_logits}

@@ -50,6 +50,8 @@ Switches:
                      where nets with over 1000 filters "died" early in training without it.
   bn_scale           False: BN without gamma, as TF-slim and Keras build their Inceptions
                      (Keras InceptionV3 23,817,352 and InceptionResNetV2 55,813,192 trainable).
+  pool_count_padding (v3) True: the modules' 3x3/1 average pools count the zero padding, as
+                     torchvision's Inception3 (F.avg_pool2d) does; the torchvision importer sets it.
   dropout_rate, bn_momentum, bn_epsilon, bn_batch_span: the recipe's numbers.
 The Keras importer (bottom) maps keras.applications InceptionV3 and InceptionResNetV2 onto
 inception_v3 (aux_logits=False, bn_scale=False) and inception_resnet_v2 (bn_scale=False).
@@ -67,6 +69,7 @@ import jax
 import jax.numpy as jnp
 
 from cnn_history.convert.keras import ConversionError, KerasWeights, keras_converter
+from cnn_history.convert.torch import TorchWeights, torch_converter
 from cnn_history.models import layers, registry
 from cnn_history.models.registry import register
 
@@ -86,6 +89,7 @@ class Pool(NamedTuple):
   window: int
   stride: int
   padding: str
+  count_padding: bool = False  # avg: the zero padding counts in the mean (PyTorch's default)
 
 
 class Fork(NamedTuple):
@@ -179,6 +183,7 @@ INCEPTION_V3 = RELEASED_STEM + (
     ('Mixed_7c', V3_MODULE_8),
 )
 V3_AUX_INPUT = 'Mixed_6e'
+V3_AUX_INPUT_INDEX = [n for n, _ in INCEPTION_V3].index(V3_AUX_INPUT) + 1
 
 # ---- Inception-v4 and Inception-ResNet (arXiv 1602.07261) ----------------------------------
 
@@ -304,7 +309,8 @@ def apply_layer(layer: Any, x: jax.Array, train: bool, conv_bn: Callable, name: 
   if isinstance(layer, Pool):
     if layer.kind == 'max':
       return layers.max_pool(x, layer.window, layer.stride, layer.padding)
-    return layers.avg_pool(x, layer.window, layer.stride, layer.padding, count_include_pad=False)
+    return layers.avg_pool(x, layer.window, layer.stride, layer.padding,
+                           count_include_pad=layer.count_padding)
   if isinstance(layer, Fork):
     return jnp.concatenate([apply_layer(sub, x, train, conv_bn, name + letter)
                             for sub, letter in zip(layer.layers, string.ascii_lowercase)], -1)
@@ -417,6 +423,8 @@ class InceptionV3(nn.Module):
   bn_momentum: float = 0.9997      # TF-slim batch_norm_decay
   bn_epsilon: float = 1e-3
   bn_batch_span: int | None = None
+  pool_count_padding: bool = False  # True: the modules' 3x3/1 avg-pools average the zero
+                                    # padding too (torchvision's F.avg_pool2d; TF 'SAME' does not)
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -426,6 +434,8 @@ class InceptionV3(nn.Module):
     conv_bn = _conv_bn(self)
     x = x.astype(self.dtype)
     for name, layer in INCEPTION_V3:
+      if self.pool_count_padding:
+        layer = _counting_padding(layer)
       x = apply_layer(layer, x, train, conv_bn, name)
       # Built at init so the parameter set does not depend on `train`; run only in training.
       if name == V3_AUX_INPUT and self.aux_logits and (train or self.is_initializing()):
@@ -496,6 +506,16 @@ class InceptionResNet(nn.Module):
     return _classify(self, x, train)
 
 
+def _counting_padding(layer: Any) -> Any:
+  """`layer` (a table entry) with its average pools counting the padding."""
+  if isinstance(layer, Pool):
+    return layer._replace(count_padding=True) if layer.kind == 'avg' else layer
+  if isinstance(layer, tuple) and not isinstance(layer, Conv):  # a module, a branch, a Fork
+    mapped = tuple(_counting_padding(l) for l in layer)
+    return type(layer)(*mapped) if hasattr(layer, '_fields') else mapped
+  return layer
+
+
 def _unscaled(layer: Any) -> Any:
   if isinstance(layer, Residual):
     return layer._replace(scale=1.0)
@@ -562,3 +582,93 @@ def _from_keras(keras_model, weights: KerasWeights, name: str) -> dict[str, Any]
       weights.conv(f'{path[-2]}_conv', path + ('conv',))
   weights.dense('predictions', ('head',))
   return options
+
+
+# ---- torchvision / timm -> Flax -----------------------------------------------------------------
+
+
+def _natural_key(name: str) -> list:
+  """'features.10.branch1_1a' sorts after 'features.9...': digit runs compare as numbers."""
+  return [int(t) if t.isdigit() else t for t in re.split(r'(\d+)', name)]
+
+
+# The torch modules' registration (= forward) order, which state-dict names alone do not carry
+# (a .safetensors file stores them sorted). torchvision's Inception3: top-level modules, and
+# one order of the children of its InceptionA-E and InceptionAux that agrees with each.
+_TORCHVISION_V3_TOP = tuple(n for n, _ in INCEPTION_V3[:V3_AUX_INPUT_INDEX]) + (
+    'AuxLogits',) + tuple(n for n, _ in INCEPTION_V3[V3_AUX_INPUT_INDEX:])
+_TORCHVISION_V3_CHILDREN = (
+    'branch1x1', 'branch5x5_1', 'branch5x5_2', 'branch3x3', 'branch3x3_1', 'branch3x3_2',
+    'branch3x3_2a', 'branch3x3_2b', 'branch7x7_1', 'branch7x7_2', 'branch7x7_3',
+    'branch7x7x3_1', 'branch7x7x3_2', 'branch7x7x3_3', 'branch7x7x3_4', 'branch3x3dbl_1',
+    'branch3x3dbl_2', 'branch3x3dbl_3', 'branch3x3dbl_3a', 'branch3x3dbl_3b', 'branch7x7dbl_1',
+    'branch7x7dbl_2', 'branch7x7dbl_3', 'branch7x7dbl_4', 'branch7x7dbl_5', 'branch_pool',
+    'conv0', 'conv1')
+# timm's inception_resnet_v2: top-level modules (inside them, branch{i}[.{j}] then 'conv2d').
+_TIMM_IRV2_TOP = ('conv2d_1a', 'conv2d_2a', 'conv2d_2b', 'conv2d_3b', 'conv2d_4a', 'mixed_5b',
+                  'repeat', 'mixed_6a', 'repeat_1', 'mixed_7a', 'repeat_2', 'block8', 'conv2d_7b')
+
+
+def _torchvision_v3_order(prefix: str) -> tuple:
+  top, _, rest = prefix.partition('.')
+  child = rest.split('.')[0]
+  return (_TORCHVISION_V3_TOP.index(top),
+          _TORCHVISION_V3_CHILDREN.index(child) if child in _TORCHVISION_V3_CHILDREN else -1)
+
+
+def _timm_irv2_order(prefix: str) -> tuple:
+  top, _, rest = prefix.partition('.')
+  return (_TIMM_IRV2_TOP.index(top), _natural_key(rest))
+
+
+def _torch_by_call_order(weights: TorchWeights, name: str, options: dict[str, Any],
+                         head: str, order: Callable[[str], Any]) -> None:
+  """Maps a torch Inception's convolutions, put in forward order by the sort key `order` of
+  their module names, onto our conv layers in call order (of `name` built with `options`):
+  conv-BN pairs ('<m>.conv' + '<m>.bn') onto ConvBN layers, a residual block's biased conv
+  without BN ('conv2d') onto 'up'; then the classifier `head`. The shape check catches a
+  misalignment; the parity tests the rest."""
+  convs = sorted((n[:-len('.weight')] for n in weights.names() if n.endswith('.weight')
+                  and weights.tensors[n].ndim == 4), key=order)
+  paths = conv_bn_call_order(registry.create_model(name, **options),
+                             registry.get_spec(name).input_shape)
+  if len(convs) != len(paths):
+    raise ConversionError(f'{len(convs)} convolutions in the state dict, {len(paths)} conv '
+                          'layers in the Flax model.')
+  for prefix, path in zip(convs, paths):
+    if path[-1] == 'up':
+      weights.conv(prefix, path + ('conv',))
+    else:
+      if not prefix.endswith('.conv'):
+        raise ConversionError(f'torch conv {prefix!r} meets our conv-BN layer {"/".join(path)}.')
+      weights.conv_bn(prefix, prefix[:-len('conv')] + 'bn', path)
+  weights.head(head, ('head',))
+
+
+@torch_converter('inception_v3', source='torchvision')
+def _v3_from_torchvision(weights: TorchWeights, name: str) -> dict[str, Any]:
+  """torchvision.models.inception_v3: BasicConv2d modules (conv, bn; epsilon 1e-3, our
+  default), AuxLogits when the state dict has it, fc. Its module avg-pools count the padding.
+  Its transform_input (on with the pretrained weights) is not a layer here: feed (x - 0.5) / 0.5
+  (torch_preprocessing says so)."""
+  options = {'aux_logits': weights.has('AuxLogits.fc.weight'), 'pool_count_padding': True}
+  _torch_by_call_order(weights, name, options, 'fc', _torchvision_v3_order)
+  if options['aux_logits']:
+    weights.dense('AuxLogits.fc', ('AuxLogits', 'fc'))
+  return options
+
+
+@torch_converter('inception_v4', source='timm')
+def _v4_from_timm(weights: TorchWeights, name: str) -> dict[str, Any]:
+  """timm inception_v4: features.{i} (ConvNormAct: conv, bn with epsilon 1e-3, our default),
+  last_linear. Its avg-pools exclude the padding, as ours."""
+  _torch_by_call_order(weights, name, {}, 'last_linear', _natural_key)
+  return {}
+
+
+@torch_converter('inception_resnet_v2', source='timm')
+def _resnet_v2_from_timm(weights: TorchWeights, name: str) -> dict[str, Any]:
+  """timm inception_resnet_v2: conv2d_* / mixed_* / repeat* / block8 (each residual block's
+  biased 'conv2d' is our 'up'), classif."""
+  _torch_by_call_order(weights, name, {}, 'classif', _timm_irv2_order)
+  return {}

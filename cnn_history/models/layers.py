@@ -268,6 +268,27 @@ def spatial_pyramid_pool(x: jax.Array, levels: tuple[int, ...] = (6, 3, 2, 1)) -
 
 # ---- Channel attention, stochastic depth, shuffles --------------------------------------------
 
+# ---- Small inputs (32x32): the `stem` switch of the ImageNet networks -------------------------
+STEMS = ('imagenet', 'cifar')
+
+
+def stem_stride(model: str, stem: str, stride: int = 2) -> int:
+  """The stride of a network's first conv: the paper's (stem='imagenet'), or 1 for 32x32
+  inputs (stem='cifar'), as the CIFAR ResNets and DenseNets begin: an ImageNet stem's /2 (or
+  /4) would leave a 32x32 image a 1x1 map before the last stage."""
+  if stem not in STEMS:
+    raise ValueError(f'{model}: stem={stem!r} is not valid; choose one of '
+                     f'{", ".join(map(repr, STEMS))}.')
+  return stride if stem == 'imagenet' else 1
+
+
+def scale_width(channels: int, multiplier: float) -> int:
+  """`channels` x `multiplier`, rounded, at least 1; 0 stays 0 (an absent branch)."""
+  if not multiplier > 0:
+    raise ValueError(f'width_multiplier must be positive, got {multiplier!r}.')
+  return 0 if channels == 0 else max(1, int(round(channels * multiplier)))
+
+
 def make_divisible(value: float, divisor: int = 8, min_value: int | None = None,
                    round_limit: float = 0.9) -> int:
   """Rounds channels to a multiple of `divisor`, never below `round_limit` of `value`

@@ -25,6 +25,9 @@ Switches (module fields):
   dropout_rate     before the classifier (0.2, the TF reference and torchvision).
   padding          'same' (TF, the paper's code and its TF-ported weights) | 'symmetric'
                    (torchvision, timm's non-tf_ models).
+
+Small inputs (not the paper; the default is the paper's): stem='cifar' gives the stem conv
+stride 1, so a 32x32 image ends at 2x2 instead of 1x1.
 """
 
 from __future__ import annotations
@@ -35,8 +38,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from cnn_history.convert.torch import TorchWeights, torch_converter
 from cnn_history.models import layers
-from cnn_history.models.registry import register
+from cnn_history.models.registry import get_spec, register
 
 
 class Row(NamedTuple):
@@ -132,6 +136,7 @@ class MnasNet(nn.Module):
   bn_momentum: float = 0.99      # the paper's BN momentum (TF decay)
   bn_epsilon: float = 1e-3       # TF; torchvision 1e-5
   bn_batch_span: int | None = None
+  stem: str = 'imagenet'         # 'imagenet': stem conv stride 2; 'cifar': stride 1 (32x32 in)
 
   def _check(self) -> None:
     if self.variant not in BODIES:
@@ -151,7 +156,8 @@ class MnasNet(nn.Module):
     bn = dict(bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon,
               bn_batch_span=self.bn_batch_span, dtype=self.dtype)
     tf_same = self.padding == 'same'
-    x = layers.ConvBN(scaled_channels(STEM_CHANNELS, self.depth_multiplier), 3, 2,
+    x = layers.ConvBN(scaled_channels(STEM_CHANNELS, self.depth_multiplier), 3,
+                      layers.stem_stride('mnasnet', self.stem),
                       'SAME' if tf_same else 1, act='relu', name='stem', **bn)(x, train)
     for block in blocks(self.variant, self.depth_multiplier):
       x = layers.InvertedResidual(
@@ -166,3 +172,23 @@ class MnasNet(nn.Module):
     logits = nn.Dense(self.num_classes, dtype=self.dtype, name='classifier',
                       kernel_init=nn.initializers.normal(0.01))(x)
     return logits.astype(jnp.float32)
+
+
+@torch_converter('mnasnet_b1', source='torchvision')
+def _from_torchvision(weights: TorchWeights, name: str) -> dict[str, Any]:
+  """torchvision.models.mnasnet1_0: one `layers` Sequential -- stem conv/BN at 0/1, the SepConv
+  at 3/4 (depthwise) and 6/7 (1x1), the MBConv stages at 8-13 ({stage}.{j}.layers: expansion
+  0/1, depthwise 3/4, projection 6/7), the 1280 conv at 14/15 -- and classifier.1. Symmetric
+  padding and BN epsilon 1e-5."""
+  weights.conv_bn('layers.0', 'layers.1', ('stem',))
+  for block in blocks(get_spec(name).kwargs['variant']):
+    if block.stage == 2:
+      weights.conv_bn('layers.3', 'layers.4', (block.name, 'depthwise'))
+      weights.conv_bn('layers.6', 'layers.7', (block.name, 'project'))
+      continue
+    theirs = f'layers.{block.stage + 5}.{block.index - 1}.layers'
+    for part, (conv, bn) in zip(('expand', 'depthwise', 'project'), ((0, 1), (3, 4), (6, 7))):
+      weights.conv_bn(f'{theirs}.{conv}', f'{theirs}.{bn}', (block.name, part))
+  weights.conv_bn('layers.14', 'layers.15', ('head',))
+  weights.head('classifier.1', ('classifier',))
+  return {'padding': 'symmetric', 'bn_epsilon': 1e-5, 'bn_momentum': 0.9997}

@@ -56,6 +56,9 @@ Switches (module fields), each an ablation or a port:
   all dropout_rate before the classifier; padding 'same' | 'symmetric'; BatchNorm momentum
       (decay of the running averages: v1 0.9997 and v2 0.997 as TF-slim trained them, v3 the
       paper's 0.99; Keras's models use 0.99 / 0.999), epsilon (TF's 1e-3) and batch span.
+
+Small inputs (not the papers; the default is the papers'): stem='cifar' gives the stem conv of
+v1, v2 and v3 stride 1, so a 32x32 image ends at 2x2 (not 1x1 at /32) with the paper's strides.
 """
 
 from __future__ import annotations
@@ -67,6 +70,7 @@ import jax
 import jax.numpy as jnp
 
 from cnn_history.convert.keras import ConversionError, KerasWeights, keras_converter
+from cnn_history.convert.torch import TorchWeights, torch_converter
 from cnn_history.models import layers
 from cnn_history.models.registry import register
 
@@ -172,6 +176,7 @@ class MobileNetV1(nn.Module):
   bn_momentum: float = 0.9997    # TF-slim's decay for MobileNet v1
   bn_epsilon: float = 1e-3
   bn_batch_span: int | None = None
+  stem: str = 'imagenet'         # 'imagenet': stem conv stride 2; 'cifar': stride 1 (32x32 in)
 
   def _check(self) -> None:
     _check_common(self, 'mobilenet_v1')
@@ -188,7 +193,8 @@ class MobileNetV1(nn.Module):
     bn = dict(bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon,
               bn_batch_span=self.bn_batch_span, dtype=self.dtype)
     pad3 = _conv_padding(self.padding, 3)
-    x = layers.ConvBN(int(V1_STEM_CHANNELS * self.width_multiplier), 3, 2, pad3,
+    x = layers.ConvBN(int(V1_STEM_CHANNELS * self.width_multiplier), 3,
+                      layers.stem_stride('mobilenet_v1', self.stem), pad3,
                       act=self.activation, name='stem', **bn)(x, train)
     for layer in v1_layers(self.width_multiplier):
       if self.depthwise:
@@ -279,6 +285,7 @@ class MobileNetV2(nn.Module):
   bn_momentum: float = 0.997     # TF-slim's decay; Keras 0.999, torchvision 0.9 (PyTorch 0.1)
   bn_epsilon: float = 1e-3       # TF; torchvision 1e-5
   bn_batch_span: int | None = None
+  stem: str = 'imagenet'         # 'imagenet': stem conv stride 2; 'cifar': stride 1 (32x32 in)
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -286,8 +293,8 @@ class MobileNetV2(nn.Module):
     bn = dict(bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon,
               bn_batch_span=self.bn_batch_span, dtype=self.dtype)
     stem = layers.make_divisible(V2_STEM_CHANNELS * self.width_multiplier, CHANNEL_DIVISOR)
-    x = layers.ConvBN(stem, 3, 2, _conv_padding(self.padding, 3), act='relu6', name='stem',
-                      **bn)(x, train)
+    x = layers.ConvBN(stem, 3, layers.stem_stride('mobilenet_v2', self.stem),
+                      _conv_padding(self.padding, 3), act='relu6', name='stem', **bn)(x, train)
     for block in v2_blocks(self.width_multiplier):
       x = _bottleneck(block, self.padding, bn, x, train)
     x = layers.ConvBN(last_layer_width(V2_LAST_CHANNELS, self.width_multiplier), 1, 1, 'VALID',
@@ -392,6 +399,7 @@ class MobileNetV3(nn.Module):
   bn_momentum: float = 0.99      # the paper's "average decay 0.99" (= torchvision's 0.01)
   bn_epsilon: float = 1e-3
   bn_batch_span: int | None = None
+  stem: str = 'imagenet'         # 'imagenet': stem conv stride 2; 'cifar': stride 1 (32x32 in)
 
   def _check(self, x: jax.Array) -> None:
     _check_common(self, 'mobilenet_v3')
@@ -413,8 +421,8 @@ class MobileNetV3(nn.Module):
     if self.input_mean is not None:
       x = (x - jnp.asarray(self.input_mean, x.dtype)) / jnp.asarray(self.input_std, x.dtype)
     stem = layers.make_divisible(spec.stem * self.width_multiplier, CHANNEL_DIVISOR)
-    x = layers.ConvBN(stem, 3, 2, _conv_padding(self.padding, 3), act=HS, name='stem',
-                      **bn)(x, train)
+    x = layers.ConvBN(stem, 3, layers.stem_stride('mobilenet_v3', self.stem),
+                      _conv_padding(self.padding, 3), act=HS, name='stem', **bn)(x, train)
     for block in v3_blocks(self.size, self.width_multiplier):
       x = _bottleneck(block, self.padding, bn, x, train)
     last_conv = layers.make_divisible(spec.last_conv * self.width_multiplier, CHANNEL_DIVISOR)
@@ -547,3 +555,43 @@ def _mobilenet_v3_from_keras(keras_model, weights: KerasWeights, name: str) -> d
   channels = int(keras_model.inputs[0].shape[-1])
   return {**_bn_options(found, name), **_keras_v3_preprocessing(weights, channels),
           'width_multiplier': alpha}
+
+
+# ---- torchvision: mobilenet_v2, mobilenet_v3_large/small ----------------------------------
+
+def _torch_bottleneck(weights: TorchWeights, prefix: str, block: Bottleneck) -> None:
+  weights.inverted_residual(prefix, (block.name,), block.expanded_channels != block.in_channels,
+                            bool(block.se_channels))
+
+
+@torch_converter('mobilenet_v2', source='torchvision')
+def _mobilenet_v2_from_torchvision(weights: TorchWeights, name: str) -> dict[str, Any]:
+  """torchvision.models.mobilenet_v2: features.0 the stem, features.{1..17}.conv the
+  bottlenecks, features.18 the 1x1 to 1280, classifier.1 the FC; symmetric padding and
+  PyTorch's BN epsilon 1e-5."""
+  del name
+  weights.conv_bn('features.0.0', 'features.0.1', ('stem',))
+  blocks = v2_blocks()
+  for i, block in enumerate(blocks, start=1):
+    _torch_bottleneck(weights, f'features.{i}.conv', block)
+  last = len(blocks) + 1
+  weights.conv_bn(f'features.{last}.0', f'features.{last}.1', ('head',))
+  weights.head('classifier.1', ('classifier',))
+  return {'padding': 'symmetric', 'bn_epsilon': 1e-5, 'bn_momentum': 0.9}
+
+
+@torch_converter('mobilenet_v3_large', 'mobilenet_v3_small', source='torchvision')
+def _mobilenet_v3_from_torchvision(weights: TorchWeights, name: str) -> dict[str, Any]:
+  """torchvision.models.mobilenet_v3_*: features.0 the stem, features.{i}.block the bnecks,
+  then the last 1x1 conv, classifier.0 (our pre_logits) and classifier.3; symmetric padding,
+  BN epsilon 1e-3 (torchvision's choice for v3, as TF)."""
+  size = name.rsplit('_', 1)[-1]
+  weights.conv_bn('features.0.0', 'features.0.1', ('stem',))
+  blocks = v3_blocks(size)
+  for i, block in enumerate(blocks, start=1):
+    _torch_bottleneck(weights, f'features.{i}.block', block)
+  last = len(blocks) + 1
+  weights.conv_bn(f'features.{last}.0', f'features.{last}.1', ('head',))
+  weights.dense('classifier.0', ('pre_logits',))
+  weights.head('classifier.3', ('classifier',))
+  return {'padding': 'symmetric', 'bn_epsilon': 1e-3}

@@ -52,7 +52,8 @@ Switches (module fields):
                           pooled map, so it fixes the training resolution (4x4 at 224, 6x6 at 331).
   reduction_pool_padding  'same' (TF-slim: the stride-2 pools of Reduction cells ignore the padding)
                           or 'zeros' (keras.applications: they see explicit zero padding, which
-                          the average counts and the max compares with).
+                          the average counts and the max compares with) or 'avg_zeros' (timm
+                          nasnetalarge: the averages count zero padding, the max ignores it).
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ import jax
 import jax.numpy as jnp
 
 from cnn_history.convert.keras import ConversionError, KerasWeights, keras_converter
+from cnn_history.convert.torch import TorchWeights, torch_converter
 from cnn_history.models import layers
 from cnn_history.models.registry import create_model, register
 
@@ -234,7 +236,8 @@ class Cell(nn.Module):
                        f'cannot give {self.features}; NASNet-A never needs it.')
     if kind == 'identity':
       return x
-    return cell_pool(x, kind, size, stride, self.reduction_pool_padding == 'zeros')
+    mode = self.reduction_pool_padding
+    return cell_pool(x, kind, size, stride, mode == 'zeros' or (mode, kind) == ('avg_zeros', 'avg'))
 
 
 class AuxHead(nn.Module):
@@ -261,6 +264,7 @@ class AuxHead(nn.Module):
 
 # ---- The network ----------------------------------------------------------------------------
 
+POOL_PADDINGS = ('same', 'zeros', 'avg_zeros')
 _LARGE = dict(normal_cells_per_stack=6, penultimate_filters=4032, stem_filters=96,
               skip_reduction=True, drop_path_rate=0.3)
 
@@ -285,7 +289,8 @@ class NASNetA(nn.Module):
   drop_path_rate: float = 0.0        # final ScheduledDropPath rate (Large: 0.3)
   dropout_rate: float = 0.5          # before the classifier
   aux_logits: bool = False           # auxiliary classifier after stack 2 (training only)
-  reduction_pool_padding: str = 'same'  # 'same' (TF-slim) | 'zeros' (keras.applications)
+  reduction_pool_padding: str = 'same'  # 'same' (TF-slim) | 'zeros' (keras.applications) |
+                                        # 'avg_zeros' (timm)
   bn_momentum: float = 0.9997
   bn_epsilon: float = 1e-3
   bn_batch_span: int | None = None
@@ -296,8 +301,9 @@ class NASNetA(nn.Module):
 
   def _check_switches(self) -> None:
     m = self.filter_multiplier
-    if self.reduction_pool_padding not in ('same', 'zeros'):
-      raise ValueError(f'NASNetA reduction_pool_padding must be one of \'same\', \'zeros\'; got '
+    if self.reduction_pool_padding not in POOL_PADDINGS:
+      raise ValueError('NASNetA reduction_pool_padding must be one of '
+                       f'{", ".join(map(repr, POOL_PADDINGS))}; got '
                        f'{self.reduction_pool_padding!r}.')
     if self.normal_cells_per_stack < 1:
       raise ValueError(f'NASNetA normal_cells_per_stack must be >= 1; got '
@@ -420,3 +426,35 @@ def _from_keras(keras_model, weights: KerasWeights, name: str) -> dict[str, Any]
         weights.bn(f'separable_conv_{i}_bn_{block_id}_{cid}', path + ('pointwise', 'bn'))
   weights.dense('predictions', ('classifier',))
   return {**architecture, 'reduction_pool_padding': 'zeros', 'bn_epsilon': epsilon}
+
+
+# ---- timm nasnetalarge -------------------------------------------------------------------------
+
+@torch_converter('nasnet_a_large', source='timm')
+def _from_timm(weights: TorchWeights, name: str) -> dict[str, Any]:
+  """timm nasnetalarge (Cadene's port of the TF-slim weights, TF 'SAME' padding): conv0; per
+  cell conv_1x1 (our 'base'), conv_prev_1x1 or path_1/path_2 + final_path_bn (our 'adjust'),
+  comb_iter_{b}_{left,right} (separable_{1,2}: depthwise_conv2d, pointwise_conv2d; bn_sep_{1,2});
+  last_linear. Its stride-2 average pools count the zero padding, its max pools do not."""
+  weights.conv_bn('conv0.conv', 'conv0.bn', ('stem',))
+  for spec in create_model(name).cells():
+    cell = spec.name
+    weights.conv_bn(f'{cell}.conv_1x1.conv', f'{cell}.conv_1x1.bn', (cell, 'base'))
+    if weights.has(f'{cell}.conv_prev_1x1.conv.weight'):
+      weights.conv_bn(f'{cell}.conv_prev_1x1.conv', f'{cell}.conv_prev_1x1.bn', (cell, 'adjust'))
+    elif weights.has(f'{cell}.final_path_bn.running_mean'):
+      for i in (1, 2):
+        weights.conv(f'{cell}.path_{i}.conv', (cell, 'adjust', f'path{i}_conv'))
+      weights.bn(f'{cell}.final_path_bn', (cell, 'adjust', 'bn'))
+    for b, block in enumerate(spec.genotype.blocks):
+      for side, (op, _) in zip(('left', 'right'), block):
+        if OPS[op][0] != 'separable':
+          continue
+        theirs = f'{cell}.comb_iter_{b}_{side}'
+        for i in (1, 2):
+          path = (cell, f'block{b}_{side}', f'separable_{i}')
+          weights.conv(f'{theirs}.separable_{i}.depthwise_conv2d', path + ('depthwise', 'conv'))
+          weights.conv(f'{theirs}.separable_{i}.pointwise_conv2d', path + ('pointwise', 'conv'))
+          weights.bn(f'{theirs}.bn_sep_{i}', path + ('pointwise', 'bn'))
+  weights.head('last_linear', ('classifier',))
+  return {'reduction_pool_padding': 'avg_zeros'}

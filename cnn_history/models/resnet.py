@@ -69,6 +69,7 @@ import jax
 import jax.numpy as jnp
 
 from cnn_history.convert.keras import ConversionError, KerasWeights, keras_converter
+from cnn_history.convert.torch import TorchWeights, torch_converter
 from cnn_history.models import layers
 from cnn_history.models.registry import register
 
@@ -489,3 +490,77 @@ def _from_keras(keras_model, weights: KerasWeights, name: str) -> dict:
   if name.startswith('resnetv2'):
     options.update(stride_in_last_block=True, stem_pool='zero_pad1')
   return options
+
+
+# ---- torchvision / timm -----------------------------------------------------------------------
+
+# torch names: conv1/bn1 the stem (timm's deep stem: conv1.{0,3,6} and conv1.{1,4}, then bn1;
+# timm's legacy SENet: layer0.{conv,bn}{i}), layer{s}.{b}.{conv,bn}{i} the units, their
+# downsample.{k} the projection (timm's ResNet-D: downsample.0 is the avg-pool), se_module.fc1/2
+# the SE FCs, fc / last_linear the classifier.
+_TORCH_UNIT = re.compile(r'layer(\d)\.(\d+)\.(.+)')
+_TORCH_DEEP_STEM = {'conv1.0': 'stem_conv1', 'conv1.1': 'stem_bn1', 'conv1.3': 'stem_conv2',
+                    'conv1.4': 'stem_bn2', 'conv1.6': 'stem_conv3', 'bn1': 'stem_bn3'}
+_TORCH_UNIT_PARTS = {'se_module.fc1': 'se/reduce', 'se_module.fc2': 'se/expand'}
+
+
+def _torch_module_path(prefix: str, deep_stem: bool) -> tuple[str, ...]:
+  """Our module path of a torch ResNet module, e.g. layer2.0.downsample.1 ->
+  stage2_block1/shortcut_bn."""
+  if prefix in ('fc', 'last_linear'):
+    return ('head',)
+  if deep_stem and prefix in _TORCH_DEEP_STEM:
+    return (_TORCH_DEEP_STEM[prefix],)
+  stem = re.fullmatch(r'(?:layer0\.)?(conv|bn)(\d)', prefix)
+  if stem:
+    return (f'stem_{stem[1]}{stem[2]}',)
+  unit = _TORCH_UNIT.fullmatch(prefix)
+  if unit:
+    stage, block, part = unit.groups()
+    if part.startswith('downsample.'):
+      leaf = None  # conv or BN: decided by the tensors
+    else:
+      leaf = _TORCH_UNIT_PARTS.get(part, part)
+      if not re.fullmatch(r'(conv|bn)\d|se/\w+', leaf):
+        raise ConversionError(f'torch module {prefix!r} is not part of a residual unit.')
+    return (f'stage{stage}_block{int(block) + 1}',) + (tuple(leaf.split('/')) if leaf else ())
+  raise ConversionError(f'torch module {prefix!r} is not part of a torchvision/timm ResNet.')
+
+
+def torch_resnet(weights: TorchWeights) -> None:
+  """Maps every module of a torchvision/timm ResNet-family state dict (ResNet, ResNeXt, WRN,
+  ResNet-D, legacy SENets) onto ResNet's module tree."""
+  deep_stem = weights.has('conv1.0.weight')
+  prefixes = list(dict.fromkeys(n.rsplit('.', 1)[0] for n in weights.names()))
+  for prefix in prefixes:
+    path = _torch_module_path(prefix, deep_stem)
+    if path == ('head',):
+      weights.head(prefix, path)
+    elif weights.has(f'{prefix}.running_mean'):
+      if '.downsample.' in prefix:
+        path += ('shortcut_bn',)
+      weights.bn(prefix, path)
+    else:
+      if '.downsample.' in prefix:
+        path += ('shortcut_conv',)
+      weights.conv(prefix, path)
+
+
+@torch_converter('resnet18', 'resnet34', 'resnet50', 'resnet101', 'resnet152', 'resnet50b',
+                 'resnext50_32x4d', 'resnext101_64x4d', 'wide_resnet50_2', source='torchvision')
+def _from_torchvision(weights: TorchWeights, name: str) -> dict:
+  """torchvision.models.resnet*/resnext*/wide_resnet50_2: the "v1.5" bottleneck (stride in the
+  3x3: our resnet50-152 take stride_in='3x3'); BN epsilon 1e-5 and the -inf padded stem pool
+  are our defaults."""
+  del name
+  torch_resnet(weights)
+  return {'stride_in': '3x3'}
+
+
+@torch_converter('resnet50d', source='timm')
+def _from_timm(weights: TorchWeights, name: str) -> dict:
+  """timm resnet50d: deep stem, avg-pool projections (ceil mode, padding excluded), stride in
+  the 3x3 -- the registry's resnet50d as it is."""
+  del name
+  torch_resnet(weights)
+  return {}

@@ -27,7 +27,8 @@ seresnet50, same counts as the official one).
 from __future__ import annotations
 
 from cnn_history.models.registry import register
-from cnn_history.models.resnet import ResNet
+from cnn_history.convert.torch import TorchWeights, torch_converter
+from cnn_history.models.resnet import ResNet, torch_resnet
 
 _SENET = 'Hu et al., CVPR 2018'
 _IMAGENET = (224, 224, 3)
@@ -53,3 +54,13 @@ register('senet154', paper=_SENET, year=2017, input_shape=_IMAGENET, expected_pa
          expected_macs=20.688e9, paper_macs='20.7G', source='timm legacy_senet154', depth=152,
          stride_in='3x3', cardinality=64, base_width=4, first_conv_ratio=0.5, stem='deep',
          stem_widths=(64, 64, 128), shortcut='projection_3x3', dropout_rate=0.2, **_SE)(ResNet)
+
+
+@torch_converter('seresnet50', 'seresnet101', 'seresnet152', 'seresnext50_32x4d',
+                 'seresnext101_32x4d', 'senet154', source='timm')
+def _from_timm_legacy(weights: TorchWeights, name: str) -> dict:
+  """timm legacy_se* / legacy_senet154 (the official Caffe models' layout): the registry's
+  models as they are (stem pool in ceil mode, SE FCs as 1x1 convs with biases)."""
+  del name
+  torch_resnet(weights)
+  return {}

@@ -32,6 +32,9 @@ Design", ECCV 2018 (arXiv 1807.11164). What this file encodes (papers.md §22):
            Fig. 3(d), stride 2: no split; both branches see the input (left: 3x3/2 depthwise - BN
            - 1x1 - BN - ReLU), so the channels double
   Paddings and layer layout follow torchvision's shufflenet_v2_x*, whose counts these match.
+
+Small inputs (not the papers; the default is the papers'): stem='cifar' makes conv1 3x3/1
+without the max-pool, so stage 2 starts at 32x32 for a 32x32 image (at /4 it would start at 8x8).
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from cnn_history.convert.torch import TorchWeights, torch_converter
 from cnn_history.models import layers
 from cnn_history.models.registry import register
 
@@ -68,8 +72,12 @@ V2_CHANNELS: dict[float, tuple[int, int, int, int]] = {
 }
 
 
-def _stem(x: jax.Array, channels: int, bn: dict[str, Any], train: bool) -> jax.Array:
-  """conv1 3x3/2 - BN - ReLU and the 3x3/2 max-pool of both papers: 224 -> 56."""
+def _stem(x: jax.Array, channels: int, bn: dict[str, Any], train: bool,
+          stem: str = 'imagenet') -> jax.Array:
+  """conv1 3x3/2 - BN - ReLU and the 3x3/2 max-pool of both papers: 224 -> 56. stem='cifar'
+  (32x32 inputs, not the papers): conv1 3x3/1 and no pool, so stage 2 starts at 32x32."""
+  if layers.stem_stride('shufflenet', stem) == 1:
+    return layers.ConvBN(channels, 3, 1, 1, name='stem', **bn)(x, train)
   x = layers.ConvBN(channels, 3, 2, 1, name='stem', **bn)(x, train)
   return layers.max_pool(x, 3, 2, 1)
 
@@ -168,13 +176,14 @@ class ShuffleNetV1(nn.Module):
   bn_momentum: float = 0.9         # PyTorch momentum 0.1
   bn_epsilon: float = 1e-5
   bn_batch_span: int | None = None
+  stem: str = 'imagenet'           # 'imagenet': conv1 3x3/2 + max-pool; 'cifar': conv1 3x3/1
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     channels = v1_stage_channels(self.groups, self.scale_factor, self.stem_channels)
     bn = dict(bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon,
               bn_batch_span=self.bn_batch_span, dtype=self.dtype)
-    x = _stem(x.astype(self.dtype), self.stem_channels, bn, train)
+    x = _stem(x.astype(self.dtype), self.stem_channels, bn, train, self.stem)
     for stage, (features, repeats) in enumerate(zip(channels, STAGE_REPEATS), start=2):
       for unit in range(1, repeats + 1):
         x = ShuffleUnitV1(features, self.groups, 2 if unit == 1 else 1,
@@ -231,6 +240,7 @@ class ShuffleNetV2(nn.Module):
   bn_momentum: float = 0.9         # PyTorch momentum 0.1
   bn_epsilon: float = 1e-5
   bn_batch_span: int | None = None
+  stem: str = 'imagenet'           # 'imagenet': conv1 3x3/2 + max-pool; 'cifar': conv1 3x3/1
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -240,10 +250,32 @@ class ShuffleNetV2(nn.Module):
     *stages, conv5 = V2_CHANNELS[self.width_multiplier]
     bn = dict(bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon,
               bn_batch_span=self.bn_batch_span, dtype=self.dtype)
-    x = _stem(x.astype(self.dtype), STEM_CHANNELS, bn, train)
+    x = _stem(x.astype(self.dtype), STEM_CHANNELS, bn, train, self.stem)
     for stage, (features, repeats) in enumerate(zip(stages, STAGE_REPEATS), start=2):
       for unit in range(1, repeats + 1):
         x = ShuffleUnitV2(features, 2 if unit == 1 else 1, bn,
                           name=f'stage{stage}_unit{unit}')(x, train)
     x = layers.ConvBN(conv5, 1, 1, 'VALID', name='conv5', **bn)(x, train)
     return _head(self, x, self.num_classes, self.dtype)
+
+
+@torch_converter('shufflenet_v2_x0_5', 'shufflenet_v2_x1_0', 'shufflenet_v2_x1_5',
+                 'shufflenet_v2_x2_0', source='torchvision')
+def _v2_from_torchvision(weights: TorchWeights, name: str) -> dict[str, Any]:
+  """torchvision.models.shufflenet_v2_*: conv1, stage{2,3,4}.{u}.branch1 (our left branch:
+  depthwise .0/.1, 1x1 .2/.3) and branch2 (our right: .0/.1, depthwise .3/.4, .5/.6), conv5, fc.
+  Its concat order (branch1, branch2) and shuffle are ours."""
+  del name
+  weights.conv_bn('conv1.0', 'conv1.1', ('stem',))
+  for stage, repeats in enumerate(STAGE_REPEATS, start=2):
+    for unit in range(repeats):
+      theirs, ours = f'stage{stage}.{unit}', f'stage{stage}_unit{unit + 1}'
+      if weights.has(f'{theirs}.branch1.0.weight'):
+        weights.conv_bn(f'{theirs}.branch1.0', f'{theirs}.branch1.1', (ours, 'left_depthwise'))
+        weights.conv_bn(f'{theirs}.branch1.2', f'{theirs}.branch1.3', (ours, 'left_conv'))
+      for part, (conv, bn) in zip(('right_conv1', 'right_depthwise', 'right_conv2'),
+                                  ((0, 1), (3, 4), (5, 6))):
+        weights.conv_bn(f'{theirs}.branch2.{conv}', f'{theirs}.branch2.{bn}', (ours, part))
+  weights.conv_bn('conv5.0', 'conv5.1', ('conv5',))
+  weights.head('fc', ('classifier',))
+  return {}

@@ -34,6 +34,10 @@ Switches:
   fully_convolutional  §3.2's dense evaluation (above)
   dropout_rate         after the ReLUs of FC6 and FC7 (§3.1: 0.5)
   initializer          'glorot' | 'he' | 'paper' (above)
+  width_multiplier, fc_widths, fc6_window   not the paper: small inputs. Every conv's maps x
+                       width_multiplier (rounded); FC6/FC7 widths (4096, 4096); the map FC6
+                       reads (7 at 224; 1 for 32x32 inputs, which the five 2x2 pools take to
+                       1x1 — the CIFAR VGGs' head). Defaults are the paper's.
 
 Keras: tf.keras.applications.VGG16/VGG19 are configs D/E with the same layer order, 'same'
 padding (= pad 1 for 3x3/1), and a Flatten of NHWC maps in (H, W, C) order, the order of FC6's
@@ -50,6 +54,7 @@ import jax
 import jax.numpy as jnp
 
 from cnn_history.convert.keras import KerasWeights, keras_converter
+from cnn_history.convert.torch import TorchWeights, torch_converter
 from cnn_history.models import layers
 from cnn_history.models.alexnet import KERNEL_INITS, check_choice, classifier_head, require_map
 from cnn_history.models.registry import get_spec, register
@@ -152,6 +157,9 @@ class VGG(nn.Module):
   fully_convolutional: bool = False   # §3.2's dense evaluation: any input size >= 224
   dropout_rate: float = 0.5           # after the ReLUs of FC6 and FC7
   initializer: str = 'glorot'         # 'glorot' (§3.1's note) | 'he' | 'paper' (N(0, 0.01^2))
+  width_multiplier: float = 1.0       # every conv's maps x this (small-input variants)
+  fc_widths: tuple[int, ...] = (4096, 4096)  # FC6, FC7
+  fc6_window: int = FC6_WINDOW        # the map FC6 reads: 7 at 224x224, 1 at 32x32
   bn_momentum: float = 0.9            # PyTorch momentum 0.1
   bn_epsilon: float = 1e-5
   bn_batch_span: int | None = None
@@ -168,6 +176,7 @@ class VGG(nn.Module):
       elif kind == 'LRN':
         x = layers.LRN(name=name)(x)
       else:
+        features = layers.scale_width(features, self.width_multiplier)
         x = nn.Conv(features, (kernel, kernel), padding=layers.explicit_padding(kernel // 2),
                     kernel_init=kernel_init, dtype=self.dtype, name=name)(x)
         if self.batch_norm:
@@ -175,18 +184,19 @@ class VGG(nn.Module):
                                dtype=self.dtype, name=name.replace('conv', 'bn'))(x, train)
         x = nn.relu(x)
     where = f'VGG config {self.config}'
+    window = self.fc6_window
     if self.fully_convolutional:
-      if min(x.shape[1:3]) < FC6_WINDOW:
+      if min(x.shape[1:3]) < window:
         raise ValueError(f'{where}: dense evaluation needs inputs of at least 224x224 (a '
-                         f'{FC6_WINDOW}x{FC6_WINDOW} map for FC6), got {x.shape[1]}x{x.shape[2]} '
+                         f'{window}x{window} map for FC6), got {x.shape[1]}x{x.shape[2]} '
                          'maps.')
     else:
-      require_map(x, FC6_WINDOW, where, 'Feed 224x224 crops, or set fully_convolutional=True '
+      require_map(x, window, where, 'Feed 224x224 crops, or set fully_convolutional=True '
                   "for the paper's dense evaluation on images of any size.")
     logits, features = classifier_head(
         x, self.num_classes, train=train, dropout_rate=self.dropout_rate,
-        kernel_init=kernel_init, window=FC6_WINDOW if self.fully_convolutional else None,
-        dtype=self.dtype)
+        kernel_init=kernel_init, window=window if self.fully_convolutional else None,
+        hidden=tuple(self.fc_widths), dtype=self.dtype)
     self.sow('intermediates', 'features', features)
     return logits
 
@@ -201,4 +211,28 @@ def _from_keras(keras_model, weights: KerasWeights, name: str) -> dict[str, Any]
       weights.conv(f'block{block}_conv{index}', (ours,))
   for keras_name, ours in (('fc1', 'fc6'), ('fc2', 'fc7'), ('predictions', 'fc8')):
     weights.dense(keras_name, (ours,))
+  return {}
+
+
+@torch_converter('vgg11', 'vgg13', 'vgg16', 'vgg19', 'vgg11_bn', 'vgg13_bn', 'vgg16_bn',
+                 'vgg19_bn', source='torchvision')
+def _from_torchvision(weights: TorchWeights, name: str) -> dict[str, Any]:
+  """torchvision.models.vgg*: `features` numbers every layer (conv, [BN,] ReLU, pools),
+  classifier.{0,3,6} are FC6-FC8 (FC6 reads the 7x7x512 map in torch's C, H, W order). Its
+  AdaptiveAvgPool2d(7) is the identity at 224, the only size our VGG takes."""
+  spec = get_spec(name)
+  index = 0
+  for kind, ours, _, _ in layer_sequence(spec.kwargs['config']):
+    if kind != 'conv':
+      index += 1
+      continue
+    weights.conv(f'features.{index}', (ours,))
+    index += 1
+    if spec.kwargs.get('batch_norm'):
+      weights.bn(f'features.{index}', (ours.replace('conv', 'bn'),))
+      index += 1
+    index += 1  # ReLU
+  weights.dense_from_map('classifier.0', ('fc6',), 512)
+  weights.dense('classifier.3', ('fc7',))
+  weights.head('classifier.6', ('fc8',))
   return {}

@@ -21,10 +21,18 @@ Switch:
               convolution" end of the continuum of §1.3 — the same 36-layer residual net without
               the Xception hypothesis (the paper does not train it): 179,071,688 parameters and
               68.8G multiply-adds at 299 (7.8x and 8.2x Xception's).
+
+Port: pool_padding='symmetric' pads the modules' 3x3/2 max-pools by 1 on each side (PyTorch, as
+timm's legacy_xception), which differs from TF 'SAME' on even maps; its importer sets it.
+
+Small inputs (not the paper; defaults are the paper's): stem='cifar' makes the two stem convs
+3x3/1 'SAME' (a 32x32 image reaches the exit flow at 4x4 instead of 1x1 from 19x19 at 299);
+width_multiplier scales every conv's filters; middle_repeats sets the middle flow's 8 modules.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -32,6 +40,7 @@ import jax
 import jax.numpy as jnp
 
 from cnn_history.convert.keras import ConversionError, KerasWeights, keras_converter
+from cnn_history.convert.torch import TorchWeights, torch_converter
 from cnn_history.models import layers
 from cnn_history.models.registry import register
 
@@ -50,12 +59,12 @@ MODULES: tuple[tuple[str, tuple[int, ...], int, bool], ...] = (
 HEAD: tuple[int, ...] = (1536, 2048)
 
 
-def module_names() -> list[tuple[str, tuple[int, ...], bool]]:
+def module_names(middle_repeats: int = 8) -> list[tuple[str, tuple[int, ...], bool]]:
   """(name, widths, downsample) of every module in network order: entry_module1..3,
-  middle_module1..8, exit_module1."""
+  middle_module1..8 (`middle_repeats` of them), exit_module1."""
   out, count = [], {}
   for flow, widths, repeats, downsample in MODULES:
-    for _ in range(repeats):
+    for _ in range(middle_repeats if flow == 'middle' else repeats):
       count[flow] = count.get(flow, 0) + 1
       out.append((f'{flow}_module{count[flow]}', widths, downsample))
   return out
@@ -75,6 +84,7 @@ class XceptionModule(nn.Module):
   relu_first: bool                 # False for the first module (its input is post-ReLU)
   separable: bool
   bn: dict[str, Any]
+  pool_padding: Any = 'SAME'       # of the 3x3/2 max-pool: 'SAME' (TF) | 1 (PyTorch ports)
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
@@ -87,7 +97,7 @@ class XceptionModule(nn.Module):
         x = nn.relu(x)
       x = _conv(width, self.separable, self.bn, f'conv{i}')(x, train)
     if self.downsample:
-      x = layers.max_pool(x, 3, 2, 'SAME')
+      x = layers.max_pool(x, 3, 2, self.pool_padding)
     return x + shortcut
 
 
@@ -103,18 +113,34 @@ class Xception(nn.Module):
   bn_momentum: float = 0.99        # Keras default
   bn_epsilon: float = 1e-3         # Keras default
   bn_batch_span: int | None = None
+  stem: str = 'imagenet'           # 'imagenet': entry conv1 3x3/2 VALID; 'cifar': 3x3/1 and
+                                   # 'SAME' stem convs for 32x32 inputs
+  width_multiplier: float = 1.0    # every conv's filters x this (small-input variants)
+  middle_repeats: int = 8          # modules of the middle flow
+  pool_padding: str = 'same'       # the modules' 3x3/2 max-pools: 'same' (TF 'SAME', Keras) |
+                                   # 'symmetric' (pad 1 each side: timm's legacy_xception; the
+                                   # windows differ on even maps)
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    if self.middle_repeats < 0:
+      raise ValueError(f'xception: middle_repeats must be >= 0, got {self.middle_repeats}.')
+    if self.pool_padding not in ('same', 'symmetric'):
+      raise ValueError(f"xception: pool_padding must be 'same' or 'symmetric', got "
+                       f'{self.pool_padding!r}.')
     bn = dict(bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon,
               bn_batch_span=self.bn_batch_span, dtype=self.dtype)
+    width = functools.partial(layers.scale_width, multiplier=self.width_multiplier)
+    small = layers.stem_stride('xception', self.stem) == 1
     x = x.astype(self.dtype)
     for i, (channels, stride) in enumerate(STEM, start=1):
-      x = layers.ConvBN(channels, 3, stride, 'VALID', name=f'entry_conv{i}', **bn)(x, train)
-    for i, (name, widths, downsample) in enumerate(module_names()):
-      x = XceptionModule(widths, downsample, i > 0, self.separable, bn, name=name)(x, train)
-    for i, width in enumerate(HEAD, start=1):
-      x = nn.relu(_conv(width, self.separable, bn, f'exit_conv{i}')(x, train))
+      x = layers.ConvBN(width(channels), 3, 1 if small else stride, 'SAME' if small else 'VALID',
+                        name=f'entry_conv{i}', **bn)(x, train)
+    for i, (name, widths, downsample) in enumerate(module_names(self.middle_repeats)):
+      x = XceptionModule(tuple(map(width, widths)), downsample, i > 0, self.separable, bn,
+                         'SAME' if self.pool_padding == 'same' else 1, name=name)(x, train)
+    for i, channels in enumerate(HEAD, start=1):
+      x = nn.relu(_conv(width(channels), self.separable, bn, f'exit_conv{i}')(x, train))
     features = layers.global_avg_pool(x)
     self.sow('intermediates', 'features', features)
     features = nn.Dropout(self.dropout_rate, deterministic=not train)(features)
@@ -160,3 +186,31 @@ def _from_keras(keras_model, weights: KerasWeights, name: str) -> dict[str, Any]
   if len(epsilons) != 1:
     raise ConversionError(f'Keras Xception mixes BatchNorm epsilons {sorted(epsilons)}.')
   return {'bn_epsilon': epsilons.pop()}
+
+
+@torch_converter('xception', source='timm')
+def _from_timm(weights: TorchWeights, name: str) -> dict[str, Any]:
+  """timm legacy_xception (Cadene's port of the Keras weights): conv1/bn1, conv2/bn2, block1-12
+  (rep.{k}: a SeparableConv2d -- conv1 depthwise, pointwise -- then its BN at k + 1; skip and
+  skipbn the shortcut), conv3/bn3 and conv4/bn4 (separable), fc. PyTorch's BN epsilon 1e-5 and
+  max-pools padded 1 on each side."""
+  del name
+
+  def separable(prefix: str, bn: str, ours: tuple[str, ...]) -> None:
+    weights.conv(f'{prefix}.conv1', ours + ('depthwise', 'conv'))
+    weights.conv(f'{prefix}.pointwise', ours + ('pointwise', 'conv'))
+    weights.bn(bn, ours + ('pointwise', 'bn'))
+
+  for i in range(1, len(STEM) + 1):
+    weights.conv_bn(f'conv{i}', f'bn{i}', (f'entry_conv{i}',))
+  for b, (ours, _, downsample) in enumerate(module_names(), start=1):
+    if downsample:
+      weights.conv_bn(f'block{b}.skip', f'block{b}.skipbn', (ours, 'shortcut'))
+    reps = sorted({int(n.split('.')[2]) for n in weights.names(f'block{b}.rep.')
+                   if n.endswith('.conv1.weight')})
+    for i, k in enumerate(reps, start=1):
+      separable(f'block{b}.rep.{k}', f'block{b}.rep.{k + 1}', (ours, f'conv{i}'))
+  for i in range(1, len(HEAD) + 1):
+    separable(f'conv{i + 2}', f'bn{i + 2}', (f'exit_conv{i}',))
+  weights.head('fc', ('classifier',))
+  return {'bn_epsilon': 1e-5, 'pool_padding': 'symmetric'}
