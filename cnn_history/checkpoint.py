@@ -5,6 +5,10 @@ On start the newest checkpoint is restored against the abstract state (with its 
 one that cannot be read is moved aside to `corrupt-<step>` (never deleted) and the previous
 one is used, with a warning. A checkpoint of another network is an error, never a silent
 fresh start.
+
+Imported weights (`python -m cnn_history.convert`) are written in the same layout with record
+contents=WEIGHTS_ONLY: their state has params and batch_stats but no optimizer state, so they
+are restored (`restore_latest`, `read_weights`) by those two collections only.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import os
 import signal
 import threading
 import time
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import orbax.checkpoint as ocp
@@ -25,6 +29,9 @@ from etils import epath
 # Replica-parallel writes make the first save of a multi-device run slow (stack-notes.md).
 ocp.type_handlers.register_type_handler(
     jax.Array, ocp.type_handlers.ArrayHandler(use_replica_parallel=False), override=True)
+
+
+WEIGHTS_ONLY = 'weights'  # record['contents'] of a checkpoint without optimizer state
 
 
 class CheckpointError(RuntimeError):
@@ -88,7 +95,11 @@ class Checkpoints:
             'it, or start this run in a new --workdir (the checkpoint is left untouched).')
 
   def restore_latest(self, abstract_state: Any) -> tuple[Any, dict[str, Any]] | None:
-    """The newest readable checkpoint as (state, record), or None when there is none."""
+    """The newest readable checkpoint as (state, record), or None when there is none.
+
+    A weights-only checkpoint (record['contents'] == WEIGHTS_ONLY) comes back as the dict
+    {'params': ..., 'batch_stats': ...} instead of a state: the caller completes it.
+    """
     steps = self.all_steps()
     for step in reversed(steps):
       try:
@@ -97,6 +108,9 @@ class Checkpoints:
         self._quarantine(step, e)
         continue
       self._check_identity(step, record)
+      if record.get('contents') == WEIGHTS_ONLY:
+        target = {'params': abstract_state.params, 'batch_stats': abstract_state.batch_stats}
+        return _restore_partial(self.directory / str(step) / 'state', target), record
       try:
         restored = self._manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract_state)))
@@ -125,16 +139,66 @@ class Checkpoints:
     self._manager = self._open()
 
 
+def latest_step(directory: str | epath.Path) -> int:
+  """The newest step saved under `directory` (an error when there is none)."""
+  directory = as_path(directory)
+  steps = [int(d.name) for d in directory.iterdir() if d.name.isdigit()] \
+      if directory.is_dir() else []
+  if not steps:
+    raise CheckpointError(f'No checkpoint in {directory}.')
+  return max(steps)
+
+
+def read_record(directory: str | epath.Path, step: int) -> dict[str, Any]:
+  """The JSON record saved beside the state at `step`."""
+  with ocp.Checkpointer(ocp.JsonCheckpointHandler()) as checkpointer:
+    return checkpointer.restore(as_path(directory) / str(step) / 'record')
+
+
+def _restore_partial(path: epath.Path, target: dict[str, Any]) -> dict[str, Any]:
+  """The top-level entries `target` names (ShapeDtypeStructs with shardings) of the state
+  saved at `path`, without reading the others (the optimizer state)."""
+  target = {k: v for k, v in target.items() if jax.tree_util.tree_leaves(v)}
+  if not target:
+    return {}
+  with ocp.PyTreeCheckpointer() as checkpointer:
+    restored = checkpointer.restore(path, args=ocp.args.PyTreeRestore(
+        item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+        partial_restore=True))
+  return dict(restored)
+
+
+def read_weights(directory: str | epath.Path,
+                 sharding_for: Callable[[str, str, tuple[int, ...]], jax.sharding.Sharding],
+                 step: int | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+  """(record, {'params': ..., 'batch_stats': ...}) of the newest (or `step`) checkpoint under
+  `directory`, at the shapes it holds, each leaf placed on `sharding_for(collection, path,
+  shape)` (path: the leaf's keys joined by '/'). Any checkpoint, weights-only or a full run."""
+  directory = as_path(directory)
+  step = latest_step(directory) if step is None else step
+  record = read_record(directory, step)
+  path = directory / str(step) / 'state'
+  with ocp.PyTreeCheckpointer() as checkpointer:
+    metadata = checkpointer.metadata(path).item_metadata
+  target = {}
+  for collection in ('params', 'batch_stats'):
+    target[collection] = jax.tree_util.tree_map_with_path(
+        lambda p, m, c=collection: jax.ShapeDtypeStruct(
+            m.shape, m.dtype, sharding=sharding_for(c, _slash_path(p), tuple(m.shape))),
+        dict(metadata.get(collection) or {}))
+  restored = _restore_partial(path, target)
+  return record, {c: restored.get(c, {}) for c in ('params', 'batch_stats')}
+
+
+def _slash_path(path: tuple[Any, ...]) -> str:
+  return '/'.join(str(getattr(k, 'key', getattr(k, 'name', k))) for k in path)
+
+
 def restore_arrays(directory: str, step: int | None = None) -> tuple[int, Any]:
   """A checkpointed state as arrays on this process's first device, whatever the topology
   that wrote it (for tools and tests: evaluation, visualisation, comparisons)."""
   directory = as_path(directory)
-  if step is None:
-    steps = [int(d.name) for d in directory.iterdir() if d.name.isdigit()] \
-        if directory.is_dir() else []
-    if not steps:
-      raise CheckpointError(f'No checkpoint in {directory}.')
-    step = max(steps)
+  step = latest_step(directory) if step is None else step
   path = directory / str(step) / 'state'
   with ocp.StandardCheckpointer() as checkpointer:
     metadata = checkpointer.metadata(path).item_metadata

@@ -23,7 +23,8 @@ def default_config() -> ConfigDict:
   c = ConfigDict()
 
   # ---- Run ------------------------------------------------------------------------------
-  c.mode = 'train'               # 'train' (train, then evaluate) | 'eval' (evaluate a checkpoint)
+  c.mode = 'train'               # 'train' (train, then evaluate) | 'eval' (evaluate the workdir's
+                                 # checkpoint, a run's or an import's; reads only eval data)
   c.seed = 0                     # seeds init, data order (with the epoch) and dropout
   c.num_epochs = 10.0            # training length in passes over the training set ...
   c.num_steps = -1               # ... or in steps (> 0 takes precedence over num_epochs)
@@ -36,7 +37,9 @@ def default_config() -> ConfigDict:
   c.checkpoint_every_epochs = 1.0  # save a checkpoint this often (<= 0: only at the end)
   c.checkpoint_every_steps = -1  # ... or this many steps (> 0 takes precedence)
   c.keep_checkpoints = 3         # checkpoints kept on disk (the newest ones)
-  c.init_from = ''               # a checkpoint directory whose params/batch_stats start the run
+  c.init_from = ''               # a workdir (a run's, or an import by cnn_history.convert) whose
+                                 # params/batch_stats start the run; with another num_classes
+                                 # the classifier head is re-initialised (pretrained.py)
   c.num_devices = -1             # devices of the mesh (-1: all; e.g. 1 for a single-device run)
   c.dtype = 'float32'            # compute: 'float32' | 'bfloat16' | 'float16' (parameters, BN
                                  # statistics, loss and optimizer state stay float32; float16
@@ -71,6 +74,10 @@ def default_config() -> ConfigDict:
   c.data.train_preprocess = ''   # ops applied to each training image, e.g. 'pad(2)|scale(-0.1, 1.175)'
   c.data.eval_preprocess = ''    # ops applied to each evaluation image (an evaluation protocol:
                                  # views and ' + '-joined scales allowed, see augment.Views)
+  c.data.eval_preprocess_from = 'auto'  # 'auto': evaluating an imported checkpoint (its
+                                 # workdir has conversion.json) uses the preprocessing stored
+                                 # there instead of eval_preprocess | 'config': eval_preprocess
+                                 # (main.py sets it when --config.data.eval_preprocess is given)
   c.data.eval_protocols = ConfigDict()  # more protocols for the final evaluation, name -> ops,
                                  # e.g. {'ten_crop': 'resize_small(256)|ten_crop(224)|...'}
   c.data.shuffle_buffer = 50_000  # for streamed (not in-memory) training data
@@ -92,7 +99,8 @@ def default_config() -> ConfigDict:
 
   # ---- Knowledge distillation (Hinton et al. 2015; Bag of Tricks §5.3) ------------------
   c.distill = ConfigDict()
-  c.distill.teacher_workdir = ''  # a finished run's workdir: its model and last checkpoint teach
+  c.distill.teacher_workdir = ''  # a finished run's (or an import's) workdir: its model and
+                                 # last checkpoint teach
   c.distill.temperature = 20.0   # T: loss += weight * T^2 * CE(softmax(teacher/T), softmax(z/T))
   c.distill.weight = 1.0         # weight of the distillation term
 

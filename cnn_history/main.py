@@ -47,6 +47,9 @@ def main(argv):
   from cnn_history import train  # pylint: disable=g-import-not-at-top
 
   config = _CONFIG.value
+  if ('data.eval_preprocess' in config_flags.get_override_values(flags.FLAGS['config'])
+      and config.data.eval_preprocess_from == 'auto'):
+    config.data.eval_preprocess_from = 'config'  # given explicitly: it beats an import's
   logging.info('Config:\n%s', config)
   summary = train.train_and_evaluate(config, _WORKDIR.value)
   if jax.process_index() == 0:

@@ -6,6 +6,7 @@ their hyperparameters all come from the config (cnn_history/config.py lists ever
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -17,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cnn_history import checkpoint, models, optim, parallel
+from cnn_history import checkpoint, models, optim, parallel, pretrained
 from cnn_history import metrics as metrics_lib
 from cnn_history.config import check_choice
 from cnn_history.data import pipeline, sources
@@ -81,14 +82,21 @@ def load_teacher(config, num_classes: int) -> Teacher | None:
   if not workdir:
     return None
   path = checkpoint.as_path(workdir) / 'config.json'
-  if not path.exists():
+  conversion = pretrained.read_conversion(workdir)
+  if path.exists():
+    teacher_model = json.loads(path.read_text())['model']
+  elif conversion is not None:  # imported weights (python -m cnn_history.convert)
+    teacher_model = {'name': conversion['model'], 'num_classes': conversion['num_classes'],
+                     'overrides': conversion['overrides']}
+    logging.info('The imported teacher was evaluated with %r; it sees this run\'s '
+                 'preprocessing.', conversion['eval_preprocess'])
+  else:
     raise checkpoint.CheckpointError(f'config.distill.teacher_workdir={workdir!r} has no '
-                                     'config.json: give the workdir of a finished training run.')
-  teacher_config = json.loads(path.read_text())
-  name = teacher_config['model']['name']
-  classes = teacher_config['model']['num_classes']
+                                     'config.json: give the workdir of a finished training run '
+                                     '(or of an import).')
+  name, classes = teacher_model['name'], teacher_model['num_classes']
   model = models.create_model(name, num_classes=num_classes if classes <= 0 else classes,
-                              **teacher_config['model']['overrides'])
+                              **teacher_model['overrides'])
   _, state = checkpoint.restore_arrays(checkpoint.as_path(workdir) / 'checkpoints')
   variables = {'params': state['params']}
   if state.get('batch_stats'):
@@ -96,6 +104,66 @@ def load_teacher(config, num_classes: int) -> Teacher | None:
   logging.info('Distilling from %s (%s, temperature %.1f, weight %.2f).', workdir, name,
                config.distill.temperature, config.distill.weight)
   return Teacher(model, variables)
+
+
+_IMPORTED_NOT_A_RUN = ('{workdir} holds imported weights, not a training run: fine-tune them '
+                       'with --config.init_from={workdir} and a new --workdir, or evaluate them '
+                       'with --config.mode=eval.')
+
+
+def adopt_imports(config, workdir: str):
+  """A copy of `config` that builds (and, in eval mode, evaluates) imported weights as
+  converted: conversion.json of the workdir evaluated, or of config.init_from, supplies the
+  model switches, class count and evaluation preprocessing (pretrained.adopt_conversion)."""
+  evaluated = pretrained.read_conversion(workdir)
+  if evaluated is not None and config.mode != 'eval':
+    raise checkpoint.CheckpointError(_IMPORTED_NOT_A_RUN.format(workdir=workdir))
+  initial = pretrained.read_conversion(config.init_from)
+  if evaluated is None and initial is None:
+    return config
+  config = copy.deepcopy(config)
+  if evaluated is not None:
+    pretrained.adopt_conversion(config, evaluated, workdir, evaluate=True)
+  if initial is not None:  # evaluated itself when eval mode finds no checkpoint in workdir
+    directory = checkpoint.as_path(workdir) / 'checkpoints'
+    fresh = not (directory.exists() and any(d.name.isdigit() for d in directory.iterdir()))
+    pretrained.adopt_conversion(config, initial, config.init_from,
+                                evaluate=config.mode == 'eval' and fresh)
+  return config
+
+
+def init_from(config, state, steps, num_classes: int, image_shape: tuple[int, ...], mesh):
+  """`state` with the params and batch_stats of config.init_from's newest checkpoint; with
+  another number of classes, the classifier head keeps its fresh initialisation."""
+  directory = checkpoint.as_path(config.init_from) / 'checkpoints'
+  if not directory.exists():
+    raise checkpoint.CheckpointError(f'config.init_from={config.init_from!r} has no '
+                                     'checkpoints/ directory: give a run\'s (or an import\'s) '
+                                     'workdir.')
+  abstract = {c: pretrained.flatten(getattr(steps.abstract_state, c))
+              for c in ('params', 'batch_stats')}
+  sharded = {c: pretrained.flatten(getattr(steps.state_sharding, c))
+             for c in ('params', 'batch_stats')}
+
+  def sharding_for(collection, path, shape):
+    mine = abstract[collection].get(path)
+    if mine is not None and tuple(mine.shape) == shape:
+      return sharded[collection][path]
+    return parallel.replicated(mesh)
+
+  record, weights = checkpoint.read_weights(directory, sharding_for)
+  if record.get('model') != config.model.name:
+    raise checkpoint.CheckpointError(
+        f'config.init_from={config.init_from!r} holds {record.get("model")!r} weights; this '
+        f'run builds {config.model.name!r}.')
+  overrides = config.model.overrides.to_dict()
+  head = pretrained.head_paths(
+      lambda n: models.create_model(config.model.name, num_classes=n, **overrides),
+      int(record['num_classes']), num_classes, image_shape)
+  merged = pretrained.transfer({'params': state.params, 'batch_stats': state.batch_stats},
+                               weights, head, config.init_from)
+  return state.replace(params=merged['params'], batch_stats=merged['batch_stats'],
+                       ema_params=merged['params'] if state.ema_params else state.ema_params)
 
 
 def _every(epochs: float, steps: int, steps_per_epoch: int) -> int:
@@ -125,6 +193,8 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   """Trains (or, with config.mode='eval', only evaluates) and returns the summary."""
   start_time = time.time()
   check_choice('mode', config.mode, ('train', 'eval'))
+  check_choice('data.eval_preprocess_from', config.data.eval_preprocess_from, ('auto', 'config'))
+  config = adopt_imports(config, workdir)
   pipeline.hide_accelerators_from_tensorflow()
   if config.compilation_cache_dir:
     jax.config.update('jax_compilation_cache_dir',
@@ -145,12 +215,17 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
                jax.devices()[0].platform, config.batch_size)
 
   # ---- Data --------------------------------------------------------------------------------
-  train_split = sources.load_split(config.data, config.data.train_split, config.seed)
+  evaluating = config.mode == 'eval'
   eval_split = sources.load_split(config.data, config.data.eval_split, config.seed)
-  image_shape = pipeline.output_image_shape(train_split, config.data.train_preprocess)
+  train_split = eval_split if evaluating else sources.load_split(  # eval needs no training data
+      config.data, config.data.train_split, config.seed)
   eval_shape = pipeline.output_image_shape(eval_split, config.data.eval_preprocess)
+  image_shape = eval_shape if evaluating else pipeline.output_image_shape(
+      train_split, config.data.train_preprocess)
   steps_per_epoch = train_split.num_examples // config.batch_size
-  if steps_per_epoch == 0:
+  if evaluating:
+    steps_per_epoch = max(steps_per_epoch, 1)
+  elif steps_per_epoch == 0:
     raise ValueError(f'config.batch_size={config.batch_size} exceeds the {train_split.num_examples}'
                      ' training examples.')
   total_steps = (config.num_steps if config.num_steps > 0
@@ -161,7 +236,8 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   check_choice('dtype', config.dtype, ('float32', 'bfloat16', 'float16'))
   model = models.create_model(config.model.name, num_classes=num_classes,
                               dtype=jnp.dtype(config.dtype), **config.model.overrides.to_dict())
-  check_input_shape(config.model.name, image_shape, 'config.data.train_preprocess', model)
+  if not evaluating:
+    check_input_shape(config.model.name, image_shape, 'config.data.train_preprocess', model)
   check_input_shape(config.model.name, eval_shape, 'config.data.eval_preprocess', model)
   for name, ops in config.data.eval_protocols.items():
     check_input_shape(config.model.name, pipeline.output_image_shape(eval_split, ops),
@@ -192,21 +268,25 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   ckpt = checkpoint.Checkpoints(checkpoint.as_path(workdir) / 'checkpoints', config.keep_checkpoints,
                                 identity)
   restored = ckpt.restore_latest(abstract)
-  if restored is not None:
+  # Evaluation reads no training data: the epoch count is the checkpoint's own.
+  checkpoint_epoch = float(restored[1].get('epoch', 0.0)) if restored is not None else 0.0
+  if restored is not None and restored[1].get('contents') == checkpoint.WEIGHTS_ONLY:
+    weights, record = restored  # imported weights: no optimizer state to resume
+    if not evaluating:
+      ckpt.close()
+      raise checkpoint.CheckpointError(_IMPORTED_NOT_A_RUN.format(workdir=workdir))
+    state = steps.init(jax.random.key(config.seed))
+    state = state.replace(params=weights['params'], batch_stats=weights.get('batch_stats', {}),
+                          ema_params=weights['params'] if state.ema_params else {})
+    logging.info('Loaded the imported weights of %s (%s).', workdir, record.get('source'))
+  elif restored is not None:
     state, record = restored
     logging.info('Resumed from the checkpoint at step %d (epoch %.2f).', record['step'],
-                 record['step'] / steps_per_epoch)
+                 checkpoint_epoch if evaluating else record['step'] / steps_per_epoch)
   else:
     state = steps.init(jax.random.key(config.seed))
     if config.init_from:
-      source = checkpoint.Checkpoints(checkpoint.as_path(config.init_from) / 'checkpoints', 1,
-                                      identity)
-      loaded = source.restore_latest(abstract)
-      source.close()
-      if loaded is None:
-        raise checkpoint.CheckpointError(f'config.init_from={config.init_from!r} has no checkpoint.')
-      state = state.replace(params=loaded[0].params, batch_stats=loaded[0].batch_stats)
-      logging.info('Initialised params and batch_stats from %s.', config.init_from)
+      state = init_from(config, state, steps, num_classes, image_shape, mesh)
   start_step = int(parallel.to_host(state.step))
 
   def protocols() -> dict[str, float]:
@@ -222,7 +302,8 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   def finish(summary_extra: dict[str, Any], final_eval: dict[str, float] | None):
     summary = {'model': config.model.name, 'num_params': int(num_params),
                'steps': int(parallel.to_host(state.step)),
-               'epochs': int(parallel.to_host(state.step)) / steps_per_epoch,
+               'epochs': (checkpoint_epoch if evaluating
+                          else int(parallel.to_host(state.step)) / steps_per_epoch),
                'wall_time_s': time.time() - start_time, **summary_extra}
     if final_eval is not None:
       summary.update({f'eval_{k}': v for k, v in final_eval.items()})

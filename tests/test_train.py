@@ -187,6 +187,7 @@ def test_eval_mode_evaluates_a_checkpoint(tmp_path):
   config = tiny_config(num_epochs=1, mode='eval', eval_batch_size=40)
   evaluated = train.train_and_evaluate(config, str(tmp_path))
   assert evaluated['eval_count'] == 100 and evaluated['steps'] == trained['steps']
+  assert evaluated['epochs'] == trained['epochs'] == 1.0  # the checkpoint's, not the eval set's
   assert evaluated['eval_top1'] == pytest.approx(trained['eval_top1'])
   assert evaluated['eval_loss'] == pytest.approx(trained['eval_loss'], rel=1e-5)
 

@@ -76,12 +76,16 @@ def pad(pixels: int, value: float = 0.0, mode: str = 'constant'):
 
 
 @op('resize')
-def resize(height: int, width: int | None = None, method: str = 'bilinear'):
-  """Resizes to height x width (aspect ratio not kept)."""
+def resize(height: int, width: int | None = None, method: str = 'bilinear',
+           antialias: bool = False):
+  """Resizes to height x width (aspect ratio not kept); `method` 'bilinear' | 'bicubic' | ...
+  (tf.image.resize's names); antialias=True filters when shrinking, as PIL does (torchvision,
+  timm)."""
 
   def fn(image, seed):
     del seed
-    return tf.image.resize(_float(image), (height, width or height), method=method)
+    return tf.image.resize(_float(image), (height, width or height), method=method,
+                           antialias=antialias)
 
   return fn
 
@@ -121,22 +125,22 @@ def flip_lr():
 
 
 @op('resize_small')
-def resize_small(size: int, method: str = 'bilinear'):
+def resize_small(size: int, method: str = 'bilinear', antialias: bool = False):
   """Resizes so that the shorter side is `size`, keeping the aspect ratio (AlexNet, VGG's
-  fixed S, ResNet's evaluation: 256)."""
+  fixed S, ResNet's evaluation: 256); `method` and `antialias` as in resize."""
 
   def fn(image, seed):
     del seed
-    return _resize_shorter(image, tf.constant(size, tf.float32), method)
+    return _resize_shorter(image, tf.constant(size, tf.float32), method, antialias)
 
   return fn
 
 
-def _resize_shorter(image, size, method):
+def _resize_shorter(image, size, method, antialias=False):
   shape = tf.cast(tf.shape(image)[:2], tf.float32)
   scale = size / tf.reduce_min(shape)
   new = tf.cast(tf.round(shape * scale), tf.int32)
-  return tf.image.resize(_float(image), new, method=method)
+  return tf.image.resize(_float(image), new, method=method, antialias=antialias)
 
 
 @op('resize_small_random')
