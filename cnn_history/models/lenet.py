@@ -90,6 +90,16 @@ def scaled_tanh(x: jax.Array) -> jax.Array:
 ACTIVATIONS = {'scaled_tanh': scaled_tanh, 'tanh': jnp.tanh, 'relu': nn.relu}
 
 
+class LayerOutput(nn.Module):
+  """The identity, as a named submodule: the layers here are functions, not modules, so each
+  layer's output passes through one of these to be reachable by module path (Flax
+  capture_intermediates, method interceptors; cnn_history/visualize.py). No parameters."""
+  conv: bool = False  # whether the layer is a convolution (C1, C3, C5)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    return x
+
+
 # ---- The layers as pure functions of (params, x) ------------------------------------------
 # The forward pass and Appendix C's second-order backward pass (diagonal_hessian) both read
 # them, so the two cannot drift apart.
@@ -213,6 +223,7 @@ class LeNet5(nn.Module):
                 k: init(jax.random.fold_in(key, i), shape)
                 for i, (k, (shape, init)) in enumerate(sorted(inits.items()))})
     self.weights = weights
+    self.outputs = {name: LayerOutput(conv=name[0] == 'C') for name, _, _ in self._stack()}
     if self.batch_norm:
       self.norms = {name: layers.BatchNorm(self.bn_momentum, self.bn_epsilon, self.bn_batch_span,
                                            dtype=self.dtype)
@@ -226,7 +237,7 @@ class LeNet5(nn.Module):
     y = x.astype(self.dtype)
     for name, fn, _ in self._stack():
       if fn is None:  # a parameter-free pooling layer (the modern ablation)
-        y = layers.pool_2x2(y, self.pooling)
+        y = self.outputs[name](layers.pool_2x2(y, self.pooling))
         continue
       with jax.named_scope(name):  # names the layer in profiles and the summary's MAC count
         a = fn(self.weights[name], y)
@@ -234,7 +245,7 @@ class LeNet5(nn.Module):
         a = self.norms[name](a, train)
       if record is not None:
         record.append((name, fn, y, a))
-      y = act(a)
+      y = self.outputs[name](act(a))
     return y
 
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
