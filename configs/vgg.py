@@ -25,7 +25,8 @@ Readings where the paper is ambiguous or the codebase differs:
   * Init and input scale: the paper trains A from N(0, "10^-2 variance") and initialises the
     first four conv and the three FC layers of deeper nets from A; it adds that Glorot &
     Bengio's init trains them without pre-training. A's weights cannot seed a different net
-    here (config.init_from restores a whole checkpoint of the same model), so the default is
+    here (config.init_from copies the params and BN statistics of the same model; only a
+    classifier head resized for another class count is re-initialised), so the default is
     Glorot for every net (init=glorot; models/vgg.py explains why N(0, 0.01^2) cannot train
     16-19 layers from scratch). At the paper's input scale (0-255 pixels minus the mean RGB),
     Glorot diverges at learning rate 1e-2: measured on synthetic images, A (batch 8 and 32) and
