@@ -31,13 +31,6 @@ from typing import Any
 
 from absl import app, flags
 
-_ROOT = flags.DEFINE_string('root', 'workdirs/fmnist', 'Directory of the per-family workdirs.')
-_OUT = flags.DEFINE_string('out', 'results/fashion_mnist', 'Output directory.')
-_CONFIG = flags.DEFINE_string('config', 'configs/fashion_mnist_history.py',
-                              'The benchmark config (its FAMILIES table gives order and notes).')
-_EXTRA = flags.DEFINE_multi_string('extra', [], "Another run: 'LABEL|RUN_DIR|COMMAND'.")
-_INPUT = flags.DEFINE_string('input_shape', '32,32,1', 'H,W,C at which MACs are counted.')
-
 COPIED = ('summary.json', 'metrics.jsonl', 'config.json', 'train.log', 'command.txt')
 
 
@@ -324,12 +317,24 @@ def build(root: str, out: str, config_path: str, extras: list[str],
   return rows
 
 
+def _define_flags() -> None:
+  """The command's flags, defined only when it runs as a program: other modules of the
+  package (main.py, data/stats.py) define --config too, and tests import them together."""
+  flags.DEFINE_string('root', 'workdirs/fmnist', 'Directory of the per-family workdirs.')
+  flags.DEFINE_string('out', 'results/fashion_mnist', 'Output directory.')
+  flags.DEFINE_string('config', 'configs/fashion_mnist_history.py',
+                      'The benchmark config (its FAMILIES table gives order and notes).')
+  flags.DEFINE_multi_string('extra', [], "Another run: 'LABEL|RUN_DIR|COMMAND'.")
+  flags.DEFINE_string('input_shape', '32,32,1', 'H,W,C at which MACs are counted.')
+
+
 def main(argv):
   del argv
-  shape = tuple(int(x) for x in _INPUT.value.split(','))
+  f = flags.FLAGS
+  shape = tuple(int(x) for x in f.input_shape.split(','))
   if len(shape) != 3:
-    raise app.UsageError(f'--input_shape must be H,W,C, got {_INPUT.value!r}.')
-  rows = build(_ROOT.value, _OUT.value, _CONFIG.value, _EXTRA.value, shape)
+    raise app.UsageError(f'--input_shape must be H,W,C, got {f.input_shape!r}.')
+  rows = build(f.root, f.out, f.config, f.extra, shape)
   for r in rows:
     print(f"{r['family']:<28} {r['model']:<20} top-1 {_pct(r['test_top1']):>7}  "
           f"{_fmt_count(r['params']):>7} params  {_fmt_count(r['macs']):>7} MACs  "
@@ -337,4 +342,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  _define_flags()
   app.run(main)
