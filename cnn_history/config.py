@@ -59,6 +59,9 @@ def default_config() -> ConfigDict:
   c.model.num_classes = -1       # -1: the dataset's number of classes
   c.model.overrides = ConfigDict()  # the model's own switches (set_model lists them all);
                                     # checked against the model's fields when it is built
+  c.model.ramp = ()              # switches that rise linearly from 0 at the first training step
+                                 # to their configured value at the last, e.g.
+                                 # ('drop_path_rate',): NASNet's ScheduledDropPath
 
   # ---- Data -----------------------------------------------------------------------------
   c.data = ConfigDict()
@@ -72,6 +75,10 @@ def default_config() -> ConfigDict:
   c.data.in_memory = 'auto'      # 'auto' | 'yes' | 'no': load a split as arrays (exact order,
                                  # cheap resume); 'auto' = yes for datasets under 2 GB
   c.data.train_preprocess = ''   # ops applied to each training image, e.g. 'pad(2)|scale(-0.1, 1.175)'
+  c.data.train_preprocess_cycle = ()  # more training preprocessings taken in turn by epoch:
+                                 # epoch e uses (train_preprocess, *cycle)[e % (1 + len(cycle))];
+                                 # each image shape compiles its own step (SPP-net's multi-size
+                                 # training: 224x224 crops, then 180x180)
   c.data.eval_preprocess = ''    # ops applied to each evaluation image (an evaluation protocol:
                                  # views and ' + '-joined scales allowed, see augment.Views)
   c.data.eval_preprocess_from = 'auto'  # 'auto': evaluating an imported checkpoint (its

@@ -89,8 +89,14 @@ def format_eta(seconds: float) -> str:
   return f'{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}'
 
 
+_LOGGED = ('loss', 'top1', 'top5', 'learning_rate', 'grad_norm', 'images_per_s')
+
+
 def log_line(step: int, total: int, epoch: float, scalars: dict[str, float], eta: float) -> None:
-  logging.info('step %d/%d (epoch %.2f) loss %.4f top1 %.4f lr %.3g grad_norm %.3g  '
+  """One progress line; the objective's other terms (distill_loss, aux0_loss, total_loss ...)
+  and ramped switches follow the standard fields."""
+  extra = ''.join(f' {k} {v:.4g}' for k, v in scalars.items() if k not in _LOGGED)
+  logging.info('step %d/%d (epoch %.2f) loss %.4f top1 %.4f lr %.3g grad_norm %.3g%s  '
                '%.0f images/s  ETA %s', step, total, epoch, scalars['loss'], scalars['top1'],
-               scalars['learning_rate'], scalars['grad_norm'], scalars['images_per_s'],
+               scalars['learning_rate'], scalars['grad_norm'], extra, scalars['images_per_s'],
                format_eta(eta))

@@ -157,12 +157,16 @@ def row(path: str, arg: str | None = None) -> dict[str, Any]:
     regs.append(f'EMA {c.ema_decay:g}')
   for key in ('dropout_rate', 'block_dropout_rate', 'drop_path_rate', 'stochastic_depth_rate'):
     if key in c.model.overrides and c.model.overrides[key]:
-      regs.append(f'{key.replace("_rate", "")} {c.model.overrides[key]:g}')
+      ramp = '0 → ' if key in c.model.ramp else ''  # linear over training (ScheduledDropPath)
+      regs.append(f'{key.replace("_rate", "")} {ramp}{c.model.overrides[key]:g}')
   protocols = ['single'] + list(c.data.eval_protocols.keys())
   return {'config': os.path.basename(path) + (f':{arg}' if arg else ''), 'model': c.model.name,
           'optimizer': _optimizer_text(o), 'schedule': _schedule_text(c.schedule),
           'batch': c.batch_size, 'duration': duration, 'weight decay': wd,
-          'augmentation': c.data.train_preprocess.replace('|', ' → '), 'loss': loss,
+          'augmentation': ' / by epoch: '.join(
+              ops.replace('|', ' → ')
+              for ops in (c.data.train_preprocess, *c.data.train_preprocess_cycle)),
+          'loss': loss,
           'regularisation': ', '.join(regs) or '—', 'evaluation': ', '.join(protocols)}
 
 

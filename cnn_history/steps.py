@@ -53,16 +53,36 @@ class Teacher:
   variables: Any
 
 
+def ramped_fields(model: nn.Module, fields, total_steps: int) -> tuple[str, ...]:
+  """Checks config.model.ramp: numeric switches of `model`, and a known training length."""
+  fields = tuple(fields)
+  for field in fields:
+    value = getattr(model, field, None)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+      raise ValueError(f'config.model.ramp names {field!r}, which is not a numeric switch of '
+                       f'{type(model).__name__} (got {value!r}); name fields such as '
+                       "'drop_path_rate' (NASNet's ScheduledDropPath).")
+  if fields and total_steps <= 0:
+    raise ValueError('config.model.ramp needs the number of training steps (make_steps('
+                     'total_steps=...)).')
+  return fields
+
+
 def make_steps(model: nn.Module, tx: optax.GradientTransformation, schedule: optax.Schedule,
                config, mesh: Mesh, image_shape: tuple[int, ...],
-               teacher: Teacher | None = None) -> Steps:
-  """Builds and jit-compiles (lazily) the step functions of a run."""
+               teacher: Teacher | None = None, total_steps: int = 0) -> Steps:
+  """Builds and jit-compiles (lazily) the step functions of a run.
+
+  The compiled steps take batches of any image shape (one compilation per shape: SPP-net's
+  multi-size training); `image_shape` is the one the parameters are initialised with.
+  """
   loss_cfg = config.loss
   loss_kwargs = dict(label_smoothing=loss_cfg.label_smoothing,
                      label_smoothing_form=loss_cfg.label_smoothing_form, rbf_j=loss_cfg.rbf_j)
   repl, sharded = parallel.replicated(mesh), parallel.batch_sharded(mesh)
   ema_decay = config.ema_decay
   loss_scaling = config.dtype == 'float16'
+  ramp = ramped_fields(model, config.model.ramp, total_steps)
 
   def init(rng: jax.Array) -> TrainState:
     params_rng, dropout_rng, state_rng = jax.random.split(rng, 3)
@@ -79,8 +99,9 @@ def make_steps(model: nn.Module, tx: optax.GradientTransformation, schedule: opt
   has_bn = bool(abstract_state.batch_stats)
   state_sh = parallel.state_sharding(abstract_state, mesh, config.sharding)
 
-  def update(state: TrainState, images, labels, rng, teacher_variables):
-    """One optimizer update on (images, labels); returns the new state and per-example stats."""
+  def update(state: TrainState, images, labels, rng, teacher_variables, net):
+    """One optimizer update of `net` (the model, its ramped switches at this step's values) on
+    (images, labels); returns the new state and per-example stats."""
     targets = None
     if loss_cfg.mixup_alpha > 0:
       mix_rng, rng = jax.random.split(rng)
@@ -96,27 +117,33 @@ def make_steps(model: nn.Module, tx: optax.GradientTransformation, schedule: opt
       if has_bn:
         variables['batch_stats'] = state.batch_stats
       mutable = ['batch_stats', 'intermediates'] if has_bn else ['intermediates']
-      logits, new_vars = model.apply(variables, images, train=True, rngs={'dropout': rng},
-                                     mutable=mutable)
+      logits, new_vars = net.apply(variables, images, train=True, rngs={'dropout': rng},
+                                   mutable=mutable)
       per_example = losses.per_example_loss(loss_cfg.name, logits, labels, targets=targets,
                                             **loss_kwargs)
+      terms = {}  # the other terms of the objective, per example, logged beside 'loss'
       loss = per_example.mean()
       if teacher_logits is not None:
-        loss += config.distill.weight * losses.distillation_loss(
-            logits, teacher_logits, config.distill.temperature).mean()
-      aux = new_vars['intermediates'].get('aux_logits', ())
+        terms['distill_loss'] = losses.distillation_loss(logits, teacher_logits,
+                                                         config.distill.temperature)
+        loss += config.distill.weight * terms['distill_loss'].mean()
+      aux = new_vars.get('intermediates', {}).get('aux_logits', ())
       if len(aux) != len(loss_cfg.aux_weights):
         raise ValueError(f'{type(model).__name__} returns {len(aux)} auxiliary heads but '
                          f'config.loss.aux_weights has {len(loss_cfg.aux_weights)} weights; give '
                          'one weight per head (e.g. GoogLeNet: (0.3, 0.3)) or switch the heads off.')
-      for weight, aux_logits in zip(loss_cfg.aux_weights, aux):
-        loss += weight * losses.per_example_loss(loss_cfg.name, aux_logits, labels,
-                                                 targets=targets, **loss_kwargs).mean()
+      for i, (weight, aux_logits) in enumerate(zip(loss_cfg.aux_weights, aux)):
+        terms[f'aux{i}_loss'] = losses.per_example_loss(loss_cfg.name, aux_logits, labels,
+                                                        targets=targets, **loss_kwargs)
+        loss += weight * terms[f'aux{i}_loss'].mean()
+      if terms:
+        terms['total_loss'] = loss  # the objective differentiated (a scalar)
       if loss_scaling:  # float16: gradients of loss x S, so that small ones do not underflow
         loss = loss * state.loss_scale['scale']
-      return loss, (logits, per_example, new_vars)
+      return loss, (logits, per_example, terms, new_vars)
 
-    grads, (logits, per_example, new_vars) = jax.grad(loss_fn, has_aux=True)(state.params)
+    grads, (logits, per_example, terms, new_vars) = jax.grad(loss_fn, has_aux=True)(
+        state.params)
     if loss_scaling:
       grads = jax.tree_util.tree_map(lambda g: g / state.loss_scale['scale'], grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -139,7 +166,7 @@ def make_steps(model: nn.Module, tx: optax.GradientTransformation, schedule: opt
       state = state.replace(ema_params=jax.tree_util.tree_map(
           lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, state.ema_params, params))
     stats = dict(loss=per_example, top1=top_k_correct(logits, labels, 1),
-                 top5=top_k_correct(logits, labels, 5))
+                 top5=top_k_correct(logits, labels, 5), **terms)
     return state, stats, optax.tree.norm(grads)
 
   def train_step(state: TrainState, batch: dict[str, jax.Array], teacher_variables=None):
@@ -147,12 +174,17 @@ def make_steps(model: nn.Module, tx: optax.GradientTransformation, schedule: opt
     n = images.shape[0]
     k = config.examples_per_update or n
     step_rng = jax.random.fold_in(state.rng, state.step)
+    net, progress = model, None
+    if ramp:  # linear from 0 at the first step to the configured value at the last
+      progress = jnp.minimum(state.step.astype(jnp.float32) / total_steps, 1.0)
+      net = model.clone(**{f: getattr(model, f) * progress for f in ramp})
     if k == n:
-      new_state, stats, grad_norm = update(state, images, labels, step_rng, teacher_variables)
+      new_state, stats, grad_norm = update(state, images, labels, step_rng, teacher_variables,
+                                           net)
     else:
       def body(s, xs):
         x, y, i = xs
-        s, st, g = update(s, x, y, jax.random.fold_in(step_rng, i), teacher_variables)
+        s, st, g = update(s, x, y, jax.random.fold_in(step_rng, i), teacher_variables, net)
         return s, (st, g)
 
       xs = (images.reshape((n // k, k) + images.shape[1:]), labels.reshape(n // k, k),
@@ -166,6 +198,8 @@ def make_steps(model: nn.Module, tx: optax.GradientTransformation, schedule: opt
     if plateau is not None:
       lr = lr * plateau.scale
     metrics.update(grad_norm=grad_norm, learning_rate=lr)
+    for f in ramp:
+      metrics[f] = getattr(model, f) * progress
     metrics['finite'] = jnp.isfinite(metrics['loss']) & jnp.isfinite(grad_norm)
     if loss_scaling:  # overflowing steps are skipped; only a scale below 1 means divergence
       metrics['finite'] = new_state.loss_scale['scale'] >= 1.0

@@ -238,6 +238,9 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
                               dtype=jnp.dtype(config.dtype), **config.model.overrides.to_dict())
   if not evaluating:
     check_input_shape(config.model.name, image_shape, 'config.data.train_preprocess', model)
+    for i, ops in enumerate(config.data.train_preprocess_cycle):
+      check_input_shape(config.model.name, pipeline.output_image_shape(train_split, ops),
+                        f'config.data.train_preprocess_cycle[{i}]', model)
   check_input_shape(config.model.name, eval_shape, 'config.data.eval_preprocess', model)
   for name, ops in config.data.eval_protocols.items():
     check_input_shape(config.model.name, pipeline.output_image_shape(eval_split, ops),
@@ -249,7 +252,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   tx = optim.build_optimizer(config.optimizer, schedule,
                              plateau=config.schedule.plateau_factor > 0)
   steps = make_steps(model, tx, schedule, config, mesh, image_shape,
-                     teacher=load_teacher(config, num_classes))
+                     teacher=load_teacher(config, num_classes), total_steps=total_steps)
   if jax.process_index() == 0:  # what this run is, for its readers (and a later teacher)
     resolved = config.to_dict()
     resolved['model']['num_classes'] = num_classes
@@ -326,9 +329,10 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   eval_every = _every(config.eval_every_epochs, -1, steps_per_epoch)
   ckpt_every = _every(config.checkpoint_every_epochs, config.checkpoint_every_steps,
                       steps_per_epoch)
-  batches = pipeline.train_batches(train_split, config.data.train_preprocess, config.batch_size,
-                                   config.seed, start_step, host, config.data.prefetch,
-                                   config.data.shuffle_buffer)
+  batches = pipeline.train_batches(
+      train_split, (config.data.train_preprocess, *config.data.train_preprocess_cycle),
+      config.batch_size, config.seed, start_step, host, config.data.prefetch,
+      config.data.shuffle_buffer)
   pending: list[tuple[int, dict[str, jax.Array]]] = []  # device metrics not yet fetched
   epoch_losses: dict[int, list[float]] = {}  # epoch -> training loss of each step
   last_eval: dict[str, float] | None = None
@@ -350,9 +354,12 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
                              'learning rate or check the data.')
       epoch_losses.setdefault((s - 1) // steps_per_epoch, []).append(float(m['loss']))
     values = [m for _, m in fetched]
-    scalars = {k: metrics_lib.mean_of(values, k)
-               for k in ('loss', 'top1', 'top5', 'grad_norm')}
-    scalars['learning_rate'] = float(values[-1]['learning_rate'])
+    # Means over the interval; the rate (and the float16 loss scale) as at its last step.
+    scalars = {k: metrics_lib.mean_of(values, k) for k in values[0]
+               if k not in ('finite', 'learning_rate', 'loss_scale')}
+    for k in ('learning_rate', 'loss_scale'):
+      if k in values[-1]:
+        scalars[k] = float(values[-1][k])
     timing = progress.update(step)
     scalars['images_per_s'] = timing['images_per_s']
     writer.write(step, 'train', scalars)

@@ -46,7 +46,7 @@ Variants (`configs/googlenet.py:KEY=VALUE`):
 Run:
   python -m cnn_history.main --config=configs/googlenet.py --workdir=/tmp/googlenet
 Hardware: DistBelief on CPUs; the paper estimates "a few high-end GPUs within a week".
-Target (paper Table 3, ILSVRC-2014 validation, top-5 error, papers.md [P?]): one model,
+Target (paper Table 3, ILSVRC-2014 validation, top-5 error, papers.md §6 [P?]): one model,
 1 crop 10.07%; 10 crops 9.15% (eval_ten_crop_top5); 144 crops 7.89%. Competition: 7 models x
 144 crops 6.67% top-5 test error ([P✓]).
 """

@@ -32,7 +32,7 @@ Run:
   python -m cnn_history.main --config=configs/inception_resnet_v2.py \
       --workdir=/tmp/inception_resnet_v2
 Hardware: 20 replicas, each one NVidia Kepler GPU (no wall time given).
-Target (ILSVRC-2012 validation, single crop, Table 2, papers.md [P?]): 19.9% top-1 / 4.9% top-5
+Target (ILSVRC-2012 validation, single crop, Table 2, papers.md §9 [P?]): 19.9% top-1 / 4.9% top-5
 error (TF-slim's released checkpoint: 80.4% / 95.3% accuracy). Averaged weights: eval_ema_*.
 """
 

@@ -53,7 +53,7 @@ Variants (`configs/inception_v3.py:KEY=VALUE`):
 Run:
   python -m cnn_history.main --config=configs/inception_v3.py --workdir=/tmp/inception_v3
 Hardware: 50 replicas, each one NVidia Kepler GPU, TensorFlow (no wall time given).
-Target (ILSVRC-2012 validation, single crop, papers.md [P✓]): 21.2% top-1 / 5.6% top-5 error
+Target (ILSVRC-2012 validation, single crop, papers.md §8 [P✓]): 21.2% top-1 / 5.6% top-5 error
 (21.2 / 5.6 is the paper's full model, Table 3's last row; the averaged weights: eval_ema_*).
 """
 

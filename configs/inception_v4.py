@@ -37,7 +37,7 @@ Variants: none (`configs/inception_v4.py`).
 Run:
   python -m cnn_history.main --config=configs/inception_v4.py --workdir=/tmp/inception_v4
 Hardware: 20 replicas, each one NVidia Kepler GPU (no wall time given).
-Target (ILSVRC-2012 validation, single crop, Table 2, papers.md [P?]): 20.0% top-1 / 5.0% top-5
+Target (ILSVRC-2012 validation, single crop, Table 2, papers.md §9 [P?]): 20.0% top-1 / 5.0% top-5
 error (TF-slim's released checkpoint: 80.2% / 95.2% accuracy). Averaged weights: eval_ema_*.
 """
 

@@ -29,10 +29,10 @@ Further readings:
     BN decay and gradient clipping per synchronous update.
   * Length: total_training_steps = 250,000 updates of 1600 = 312 epochs; the decay counts
     epochs (TF-slim divides decay steps by the replicas aggregated).
-  * ScheduledDropPath: the paper raises the drop probability linearly from 0 to its final value
-    over training; the trainer has no schedule for model switches yet, so Large drops paths at
-    the final rate 0.3 from the first step (the model scales it per cell, cell i of T at
-    0.3 (i + 1) / T, as TF-slim). Reported to the lead as a needed trainer feature.
+  * ScheduledDropPath: the drop probability rises linearly from 0 at the first step to its
+    final value at the last (TF-slim: keep = 1 - (step / total_training_steps) (1 - keep)),
+    config.model.ramp = ('drop_path_rate',); the model scales it per cell as TF-slim does,
+    cell i of T at rate (i + 1) / T. Large ends at 0.3; Mobile has none.
   * Label smoothing in TensorFlow's form (eps / K added to every class: 'uniform').
   * Preprocessing: TF-slim's Inception preprocessing in training mode (fast_mode): a crop
     covering >= 10% of the image (aspect 3/4-4/3) resized bilinearly, a flip, brightness
@@ -80,6 +80,8 @@ def get_config(arg: str | None = None):
                        drop_path_rate=round(1.0 - v['drop_path_keep'], 6),
                        reduction_pool_padding='same', bn_momentum=0.9997, bn_epsilon=1e-3,
                        bn_batch_span=v['per_replica_batch'])
+  if v['drop_path_keep'] < 1.0:
+    c.model.ramp = ('drop_path_rate',)  # ScheduledDropPath
   c.loss.aux_weights = (AUX_WEIGHT,)
   c.loss.label_smoothing = 0.1
   c.loss.label_smoothing_form = 'uniform'

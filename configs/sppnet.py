@@ -18,12 +18,12 @@ Classification"):
     6 distinct views at 224), 96 in all.
 
 Readings where the paper is silent or the codebase cannot follow it:
-  * Multi-size training CANNOT be expressed: the trainer compiles one step for one input shape
-    and applies one train_preprocess to every epoch. The two sizes are therefore two variants,
-    size=224 (single-size training, the default) and size=180 (the 180 half alone). The lead
-    has the request: alternate train_preprocess strings by epoch (a tuple field), with the step
-    compiled for each shape. Chaining runs through init_from would restart the optimizer and
-    the plateau state, so it is not the paper's alternation either.
+  * Multi-size training (`size=multi`, the default) is config.data.train_preprocess_cycle:
+    epoch e uses the 224 preprocessing when e is even and the same crops resized to 180 when
+    it is odd; the trainer compiles one step for each of the two shapes, and the weights,
+    optimizer state and plateau rule carry across. The paper says "switch to the other network
+    after each full epoch" (its two networks share weights). `size=224` and `size=180` train
+    on one size alone (single-size training is the paper's 224 baseline).
   * Batch 128, momentum 0.9, weight decay 0.0005 (coupled, every weight), the 'sgd_caffe' form
     and 70 epochs are not stated in the SPP paper; they are its ZF-5/AlexNet baselines'
     (configs/zfnet.py, configs/alexnet.py). Plateau rule: x0.1 after more than 3 evaluations
@@ -39,7 +39,8 @@ Readings where the paper is silent or the codebase cannot follow it:
     full-image view needs variable-size inputs and is not a protocol here.
 
 Variants (`configs/sppnet.py:KEY=VALUE,...`):
-  size=224|180                   training size (see above); evaluation is at 224 either way
+  size=multi|224|180             multi-size training (224 and 180 by epoch), or one size
+                                 (see above); evaluation is at 224 either way
   pyramid=spp|30bin|none         {6,3,2,1} (default); {4,3,2,1} (30 bins, the paper's check
                                  that the gain is not FC6's size); a single 6x6 level (at 224
                                  the same windows as ZF-5's pool5: the no-SPP baseline)
@@ -49,22 +50,22 @@ Run:
 Hardware: one GeForce GTX Titan (6 GB), about two weeks (recalled, not in papers.md).
 Target (ILSVRC-2012 validation, ZF-5, top-1 / top-5 error, 10 views; recalled from the TPAMI
 Table 2, unverified): no SPP 35.99 / 14.76; SPP single-size 34.98 / 14.14; SPP multi-size
-34.60 / 13.64. Competition: ILSVRC-2014 classification rank #3 (papers.md [P✓]).
+34.60 / 13.64. Competition: ILSVRC-2014 classification rank #3 (papers.md §10 [P✓]).
 """
 
 from cnn_history import config as config_lib
 from cnn_history import recipes
 
 PYRAMIDS = {'spp': (6, 3, 2, 1), '30bin': (4, 3, 2, 1), 'none': (6,)}
-SIZES = (224, 180)
+SIZES = ('multi', 224, 180)
 TEST_SCALES = (224, 256, 300, 360, 448, 560)
 
 
 def get_config(arg: str | None = None):
-  args = config_lib.parse_arg(arg, {'size': 224, 'pyramid': 'spp'})
+  args = config_lib.parse_arg(arg, {'size': 'multi', 'pyramid': 'spp'})
   if args['size'] not in SIZES:
-    raise ValueError(f"sppnet: size={args['size']!r} is not valid; use 224 or 180 (the two "
-                     'halves of multi-size training).')
+    raise ValueError(f"sppnet: size={args['size']!r} is not valid; use multi (224 and 180 by "
+                     'epoch), 224 or 180.')
   if args['pyramid'] not in PYRAMIDS:
     raise ValueError(f"sppnet: pyramid={args['pyramid']!r} is not valid; choose one of "
                      f'{", ".join(PYRAMIDS)}.')
@@ -75,9 +76,11 @@ def get_config(arg: str | None = None):
                        dropout_rate=0.5, initializer='paper')
 
   mean = recipes.subtract_mean()
-  resize_180 = '|resize(180)' if args['size'] == 180 else ''
-  c.data.train_preprocess = (f'resize_small(256)|random_crop(224)|flip_lr|lighting(0.1)'
-                             f'{resize_180}|{mean}')
+  crops = 'resize_small(256)|random_crop(224)|flip_lr|lighting(0.1)'
+  at_224, at_180 = f'{crops}|{mean}', f'{crops}|resize(180)|{mean}'
+  c.data.train_preprocess = at_180 if args['size'] == 180 else at_224
+  if args['size'] == 'multi':  # even epochs 224x224, odd epochs 180x180
+    c.data.train_preprocess_cycle = (at_180,)
   c.data.eval_preprocess = f'resize_small(256)|center_crop(224)|{mean}'
   c.data.eval_protocols.ten_crop = recipes.ten_crop(224, 256, mean)
   c.data.eval_protocols.multi_view = ' + '.join(

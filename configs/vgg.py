@@ -69,7 +69,7 @@ Run:
       --workdir=/tmp/vgg_d384
 Hardware: 4 NVIDIA Titan Black GPUs (Caffe with data parallelism), 2-3 weeks per net
 (recalled, not in papers.md).
-Target (ILSVRC-2012 validation, top-1 / top-5 error, papers.md [P?]):
+Target (ILSVRC-2012 validation, top-1 / top-5 error, papers.md §5 [P?]):
   Table 3 (single-scale dense, Q = S or 384; `dense`): A 29.6/10.4, A-LRN 29.7/10.5,
     B 28.7/9.9 (S=256); C 28.1/9.4 (256), 28.1/9.3 (384), 27.3/8.8 (jitter); D 27.0/8.8,
     26.8/8.7, 25.6/8.1; E 27.3/9.0, 26.9/8.7, 25.5/8.0.

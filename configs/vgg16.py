@@ -20,7 +20,7 @@ Variants: `configs/vgg16.py:KEY=VALUE` with the keys of configs/vgg.py except co
 Run:
   python -m cnn_history.main --config=configs/vgg16.py --workdir=/tmp/vgg16
 Hardware: 4 NVIDIA Titan Black GPUs, 2-3 weeks (recalled).
-Target (ILSVRC-2012 validation, papers.md [P?]): 24.4% top-1 / 7.2% top-5 error with dense +
+Target (ILSVRC-2012 validation, papers.md §5 [P?]): 24.4% top-1 / 7.2% top-5 error with dense +
 multi-crop (Table 5); 24.8 / 7.5 dense multi-scale; 25.6 / 8.1 single-scale dense at Q=384.
 """
 

@@ -50,7 +50,7 @@ Hardware: CIFAR on one Titan X ("about a day" for WRN-28-10 on CIFAR-100, the RE
 ImageNet on the authors' clusters (GPU count not given).
 Target: CIFAR test error, meanstd preprocessing, median of 5 runs [P✓:README]: WRN-28-10 4.00%
 (C10) / 19.25% (C100), with dropout 3.89% / 18.85% (the paper's first version, with ZCA
-whitening: 4.17 / 20.50 without dropout, papers.md [P?]). ImageNet WRN-50-2-bottleneck, single
+whitening: 4.17 / 20.50 without dropout, papers.md §14 [P?]). ImageNet WRN-50-2-bottleneck, single
 224 crop: 21.9% top-1 / 6.03% top-5 error (pretrained/README.md).
 """
 

@@ -33,7 +33,7 @@ Not in the paper -- readings (each flagged where it rests on a guess):
 Run:
   python -m cnn_history.main --config=configs/xception.py --workdir=/tmp/xception
 Hardware: 60 NVIDIA K80 GPUs, TensorFlow, synchronous SGD, ~3 days.
-Target (Table 1, ILSVRC-2012 validation, single crop, papers.md [P?]): 0.790 top-1 / 0.945
+Target (Table 1, ILSVRC-2012 validation, single crop, papers.md §16 [P?]): 0.790 top-1 / 0.945
 top-5 accuracy (Inception V3 in the same setting: 0.782 / 0.941).
 """
 

@@ -37,7 +37,7 @@ Run:
   python -m cnn_history.main --config=configs/zfnet.py:mean_image=DIR/mean.npy \
       --workdir=/tmp/zfnet
 Hardware: one GTX 580, 12 days for 70 epochs.
-Target (paper Table 2, ILSVRC-2012 validation, one net, papers.md [P?]): 38.4% top-1 /
+Target (paper Table 2, ILSVRC-2012 validation, one net, papers.md §4 [P?]): 38.4% top-1 /
 16.5% top-5 error (the AlexNet-style 10-patch protocol: eval_ten_crop_*).
 """
 

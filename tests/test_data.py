@@ -140,6 +140,42 @@ def test_hosts_read_disjoint_slices_of_the_same_global_batch():
     np.testing.assert_array_equal(joined, whole[i]['image'])
 
 
+def test_preprocessing_cycle_alternates_by_epoch_over_the_same_examples():
+  """SPP-net's multi-size training: epoch e takes cycle[e % 2]; the examples of each step and
+  their augmentation seeds are those of the single-preprocessing run, resumed mid-epoch too."""
+  split = _synthetic()  # 250 examples of 8x8: 5 steps of 50 per epoch
+  big, small = 'random_crop(6)|flip_lr', 'random_crop(6)|flip_lr|resize(4)'
+  cycled = _take(pipeline.train_batches(split, (big, small), 50, 1, 0, ONE_HOST), 15)
+  plain = _take(pipeline.train_batches(split, big, 50, 1, 0, ONE_HOST), 15)
+  shapes = [b['image'].shape[1:3] for b in cycled]
+  assert shapes == [(6, 6)] * 5 + [(4, 4)] * 5 + [(6, 6)] * 5
+  for step, (x, y) in enumerate(zip(cycled, plain)):
+    np.testing.assert_array_equal(x['label'], y['label'])
+    expected = y['image'] if step // 5 != 1 else tf.image.resize(y['image'], (4, 4)).numpy()
+    np.testing.assert_allclose(x['image'], expected, rtol=1e-6, atol=1e-6)
+  resumed = _take(pipeline.train_batches(split, (big, small), 50, 1, 8, ONE_HOST), 4)
+  for x, y in zip(cycled[8:], resumed):
+    np.testing.assert_array_equal(x['image'], y['image'])
+  with pytest.raises(ValueError, match="Unknown preprocessing op 'nonsense'"):
+    pipeline.train_batches(split, (big, 'nonsense(3)'), 50, 1, 0, ONE_HOST)
+
+
+def test_streamed_preprocessing_cycle(tfds_dir):
+  split = sources.tfds_split('fashion_mnist', 'test', tfds_dir, download=False,
+                             in_memory='no')  # 10,000 examples: 2 steps of 5,000 per epoch
+  cycled = _take(pipeline.train_batches(split, ('scale(0, 1)', 'scale(0, 1)|resize(14)'),
+                                        5000, 0, 1, ONE_HOST, shuffle_buffer=1000), 3)
+  plain = _take(pipeline.train_batches(split, 'scale(0, 1)', 5000, 0, 1, ONE_HOST,
+                                       shuffle_buffer=1000), 3)
+  assert [b['image'].shape for b in cycled] == [(5000, 28, 28, 1), (5000, 14, 14, 1),
+                                                (5000, 14, 14, 1)]
+  np.testing.assert_array_equal(cycled[0]['image'], plain[0]['image'])
+  for x, y in zip(cycled[1:], plain[1:]):
+    np.testing.assert_array_equal(x['label'], y['label'])
+    np.testing.assert_allclose(x['image'], tf.image.resize(y['image'], (14, 14)).numpy(),
+                               atol=1e-6)
+
+
 @pytest.mark.parametrize('global_batch, processes', [(24, 1), (64, 2), (1000, 1), (7, 1)])
 def test_evaluation_counts_every_example_once(global_batch, processes):
   split = sources.synthetic_split('test', (4, 4, 1), 10, 250, seed=5)

@@ -8,12 +8,18 @@ import subprocess
 import sys
 import time
 
+import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
-from cnn_history import checkpoint, train
-from cnn_history.data import sources
+from cnn_history import checkpoint, parallel, train
+from cnn_history import config as config_lib
+from cnn_history.data import pipeline, sources
+from cnn_history.models import layers
+from cnn_history.steps import make_steps
 from tests.helpers import tiny_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -223,6 +229,15 @@ def test_distillation_from_a_teacher_run(tmp_path):
   plain = train.train_and_evaluate(tiny_config('modern_bn', num_epochs=1), str(tmp_path / 'a'))
   taught = train.train_and_evaluate(student, str(tmp_path / 'b'))
   assert taught['train_loss'] != plain['train_loss']  # the teacher's term is in the loss
+  # The distillation term is logged beside the label loss; their weighted sum is the objective.
+  with open(tmp_path / 'b' / 'metrics.jsonl') as f:
+    lines = [json.loads(l) for l in f if '"train"' in l]
+  assert lines and all(l['distill_loss'] > 0 for l in lines)
+  for l in lines:
+    assert l['total_loss'] == pytest.approx(l['loss'] + student.distill.weight * l['distill_loss'],
+                                            rel=1e-5)
+  with open(tmp_path / 'a' / 'metrics.jsonl') as f:
+    assert not any('distill_loss' in l for l in f)
   student.distill.teacher_workdir = str(tmp_path / 'nowhere')
   with pytest.raises(checkpoint.CheckpointError, match='has no config.json'):
     train.train_and_evaluate(student, str(tmp_path / 'c'))
@@ -279,3 +294,71 @@ def test_profile_trace_is_written(tmp_path):
   train.train_and_evaluate(tiny_config(num_steps=6, profile_steps=(2, 4)), str(tmp_path))
   traces = list((tmp_path / 'plugins' / 'profile').rglob('*.xplane.pb'))
   assert traces and traces[0].stat().st_size > 1000
+
+
+def test_multi_size_training_alternates_shapes_by_epoch(tmp_path, monkeypatch):
+  """config.data.train_preprocess_cycle (SPP-net's multi-size training): epochs alternate
+  16x16 and 12x12 inputs of one size-agnostic network (a step compiled per shape)."""
+  config = tiny_config(num_epochs=3)
+  config_lib.set_model(config, 'resnet20', depth=8)
+  config.data.synthetic_shape = (16, 16, 3)
+  config.data.synthetic_train_size = 64  # 2 steps of 32 per epoch
+  config.data.train_preprocess = 'scale(0, 1)'
+  config.data.train_preprocess_cycle = ('scale(0, 1)|resize(12)',)
+  config.data.eval_preprocess = 'scale(0, 1)'
+  seen = []
+  original = pipeline.train_batches
+
+  def spy(*args, **kwargs):
+    for batch in original(*args, **kwargs):
+      seen.append(batch['image'].shape[1:3])
+      yield batch
+
+  monkeypatch.setattr(pipeline, 'train_batches', spy)
+  summary = train.train_and_evaluate(config, str(tmp_path))
+  assert summary['steps'] == 6 and np.isfinite(summary['eval_loss'])
+  assert seen[:6] == [(16, 16)] * 2 + [(12, 12)] * 2 + [(16, 16)] * 2
+  # A fixed-size network is told which preprocessing breaks it.
+  lenet = tiny_config()
+  lenet.data.train_preprocess_cycle = ('scale(-0.1, 1.175)|resize(28)',)
+  with pytest.raises(ValueError, match=r'train_preprocess_cycle\[0\] produces 28x28x1'):
+    train.train_and_evaluate(lenet, str(tmp_path / 'lenet'))
+
+
+class _DropProbe(nn.Module):
+  """Top-1 of label 0 = the fraction of examples whose path DropPath dropped: a kept example
+  scores class 0 below the others, a dropped one ties them (ties count as correct)."""
+  num_classes: int = 4
+  drop_path_rate: float = 0.0
+
+  @nn.compact
+  def __call__(self, x, train=False):
+    ones = jnp.ones((x.shape[0], 1))
+    kernel = lambda *_: jnp.array([[-1.0, 0.0, 0.0, 0.0]])
+    return nn.Dense(4, use_bias=False, kernel_init=kernel)(
+        layers.DropPath(self.drop_path_rate)(ones, train))
+
+
+def test_ramped_switch_rises_linearly_over_training():
+  """config.model.ramp = ('drop_path_rate',) (NASNet's ScheduledDropPath): step t of T drops
+  paths at rate r * t / T, and logs that rate."""
+  config = tiny_config()
+  config.model.ramp = ('drop_path_rate',)
+  model = _DropProbe(drop_path_rate=0.8)
+  mesh = parallel.make_mesh(1)
+  steps = make_steps(model, optax.sgd(0.0), optax.constant_schedule(0.0), config, mesh,
+                     (2, 2, 1), total_steps=4)
+  state = steps.init(jax.random.key(0))
+  batch = parallel.global_batch({'image': np.zeros((4000, 2, 2, 1), np.float32),
+                                 'label': np.zeros(4000, np.int32)}, mesh)
+  for t in range(4):
+    state, metrics = steps.train(state, batch)
+    assert float(metrics['drop_path_rate']) == pytest.approx(0.8 * t / 4)
+    assert float(metrics['top1']) == pytest.approx(0.8 * t / 4, abs=0.03)
+  config.model.ramp = ('bogus',)
+  with pytest.raises(ValueError, match="'bogus', which is not a numeric switch"):
+    make_steps(model, optax.sgd(0.0), optax.constant_schedule(0.0), config, mesh, (2, 2, 1),
+               total_steps=4)
+  config.model.ramp = ('drop_path_rate',)
+  with pytest.raises(ValueError, match='number of training steps'):
+    make_steps(model, optax.sgd(0.0), optax.constant_schedule(0.0), config, mesh, (2, 2, 1))

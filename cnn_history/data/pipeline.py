@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -58,16 +58,44 @@ def epoch_permutation(seed: int, epoch: int, num_examples: int) -> np.ndarray:
   return np.random.default_rng([seed, epoch]).permutation(num_examples)
 
 
-def train_batches(split: Split, preprocess: str, global_batch: int, seed: int,
+def train_batches(split: Split, preprocess: str | Sequence[str], global_batch: int, seed: int,
                   start_step: int, host: HostSlice, prefetch: int = 2,
                   shuffle_buffer: int = 50_000) -> Iterator[dict[str, np.ndarray]]:
-  """Endless host-local training batches {'image', 'label'} from step `start_step` on."""
-  local = host.local(global_batch)
+  """Endless host-local training batches {'image', 'label'} from step `start_step` on.
+
+  `preprocess`: the ops, or several op strings taken in turn by epoch (epoch e uses
+  preprocess[e % len(preprocess)]; SPP-net's multi-size training). The examples of a step and
+  their augmentation seeds do not depend on which ops an epoch uses.
+  """
+  cycle = [preprocess] if isinstance(preprocess, str) else list(preprocess)
+  if not cycle:
+    raise ValueError('train_batches needs at least one preprocessing string.')
+  host.local(global_batch)
   steps_per_epoch = split.num_examples // global_batch
   if steps_per_epoch == 0:
     raise DataError(f'The {split.name} split has {split.num_examples} examples, fewer than one '
                     f'global batch of {global_batch}; lower config.batch_size.')
-  pipeline = augment.parse(preprocess)
+  pipelines = [augment.parse(ops) for ops in cycle]  # (bad ops fail here, not at first use)
+  if len(pipelines) == 1:
+    return _as_numpy(_train_dataset(split, pipelines[0], global_batch, seed, start_step, 2**62,
+                                    host, shuffle_buffer).prefetch(prefetch))
+
+  def by_epoch():
+    for epoch in range(start_step // steps_per_epoch, 2**62):  # one dataset per epoch
+      first = max(start_step, epoch * steps_per_epoch)
+      ds = _train_dataset(split, pipelines[epoch % len(pipelines)], global_batch, seed, first,
+                          (epoch + 1) * steps_per_epoch, host, shuffle_buffer)
+      yield from _as_numpy(ds.prefetch(prefetch))
+
+  return by_epoch()
+
+
+def _train_dataset(split: Split, pipeline, global_batch: int, seed: int, start_step: int,
+                   end_step: int, host: HostSlice, shuffle_buffer: int) -> tf.data.Dataset:
+  """The host-local batches of steps [start_step, end_step) (end_step on an epoch boundary, or
+  2**62: endless)."""
+  local = host.local(global_batch)
+  steps_per_epoch = split.num_examples // global_batch
   offset = host.process_index * local
 
   if split.in_memory:
@@ -75,7 +103,7 @@ def train_batches(split: Split, preprocess: str, global_batch: int, seed: int,
 
     def index_batches():
       epoch = None
-      for step in range(start_step, 2**62):
+      for step in range(start_step, end_step):
         e, b = divmod(step, steps_per_epoch)
         if e != epoch:
           epoch, perm = e, epoch_permutation(seed, e, split.num_examples)
@@ -90,6 +118,7 @@ def train_batches(split: Split, preprocess: str, global_batch: int, seed: int,
                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   else:
     start_epoch, skip = divmod(start_step, steps_per_epoch)
+    end_epoch = -(-end_step // steps_per_epoch)
     per_epoch = steps_per_epoch * local
 
     shard = split.stream(host.process_index, host.process_count)
@@ -101,15 +130,14 @@ def train_batches(split: Split, preprocess: str, global_batch: int, seed: int,
       return ds.skip(tf.where(epoch == start_epoch, tf.constant(skip * local, tf.int64),
                               tf.constant(0, tf.int64)))
 
-    ds = tf.data.Dataset.range(start_epoch, 2**62).flat_map(epoch_dataset)
+    ds = tf.data.Dataset.range(start_epoch, end_epoch).flat_map(epoch_dataset)
     # Positions are distinct across hosts, so that no two examples share an augmentation seed.
     ds = ds.map(lambda pos, ex: {
         'image': pipeline(split.decode(ex['image']),
                           _seed(seed, pos * host.process_count + host.process_index)),
         'label': tf.cast(ex['label'], tf.int32)},
                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-  ds = ds.batch(local, drop_remainder=True).prefetch(prefetch)
-  return _as_numpy(ds)
+  return ds.batch(local, drop_remainder=True)
 
 
 def eval_batches(split: Split, preprocess: str, global_batch: int, seed: int,

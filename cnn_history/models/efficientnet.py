@@ -214,7 +214,7 @@ class EfficientNet(nn.Module):
       if not getattr(self, field) > 0:
         raise ValueError(f'efficientnet: {field} must be positive, got {getattr(self, field)}.')
     for field in ('dropout_rate', 'stochastic_depth_rate'):
-      if not 0.0 <= getattr(self, field) < 1.0:
+      if layers.is_static(getattr(self, field)) and not 0.0 <= getattr(self, field) < 1.0:
         raise ValueError(f'efficientnet: {field} must be in [0, 1), got {getattr(self, field)}.')
     layers.activation(self.activation)  # raises for an unknown name
     if (self.input_mean is None) != (self.input_std is None):

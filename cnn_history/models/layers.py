@@ -320,15 +320,21 @@ class SqueezeExcite(nn.Module):
     return x * activation(self.gate)(s)
 
 
+def is_static(value: Any) -> bool:
+  """False for a traced value (a switch ramped during training), which checks must skip."""
+  return not isinstance(value, jax.core.Tracer)
+
+
 class DropPath(nn.Module):
   """Stochastic depth (Huang et al. 2016) / drop-connect (EfficientNet) / drop-path (NASNet):
   zeroes a residual branch for a whole example with probability `rate`, scaling survivors by
-  1/(1 - rate). Active only with train=True and a 'dropout' rng."""
-  rate: float
+  1/(1 - rate). Active only with train=True and a 'dropout' rng. The rate may be a traced
+  scalar (the trainer's config.model.ramp: NASNet's ScheduledDropPath)."""
+  rate: float | jax.Array
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    if not train or self.rate == 0.0:
+    if not train or (is_static(self.rate) and self.rate == 0.0):
       return x
     keep = 1.0 - self.rate
     mask = jax.random.bernoulli(self.make_rng('dropout'), keep, (x.shape[0],) + (1,) * (x.ndim - 1))

@@ -40,9 +40,9 @@ Switches (module fields):
                           (TF-slim skip_reduction_layer_input), not the Reduction cell's input.
   drop_path_rate          DropPath on every non-identity op of every cell, cell i of T at
                           rate * (i + 1) / T (TF-slim's per-cell scaling). The paper's
-                          ScheduledDropPath also ramps the rate linearly over training: that
-                          schedule belongs to the recipe (it sets this field); the rate is the
-                          final one: Large 0.3 (keep 0.7), Mobile 0 (keep 1.0).
+                          ScheduledDropPath also ramps the rate linearly over training: the
+                          recipe's config.model.ramp = ('drop_path_rate',) does that; the
+                          rate here is the final one: Large 0.3 (keep 0.7), Mobile 0.
   dropout_rate            before the classifier, 0.5 (dense_dropout_keep_prob).
   aux_logits              the auxiliary classifier after the last Normal cell of the second stack
                           (~2/3 depth; loss weight 0.4 in the recipe): ReLU -> 5x5/3 avg pool ->
@@ -314,7 +314,7 @@ class NASNetA(nn.Module):
                        f'every cell width is whole; got {self.penultimate_filters} with '
                        f'filter_multiplier={m}.')
     for field in ('drop_path_rate', 'dropout_rate'):
-      if not 0.0 <= getattr(self, field) < 1.0:
+      if layers.is_static(getattr(self, field)) and not 0.0 <= getattr(self, field) < 1.0:
         raise ValueError(f'NASNetA {field} must be in [0, 1); got {getattr(self, field)}.')
 
   @nn.compact

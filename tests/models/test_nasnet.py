@@ -158,6 +158,25 @@ def test_drop_path_only_in_training():
   assert not np.allclose(train(jax.random.key(0)), train(jax.random.key(1)))
 
 
+def test_traced_drop_path_rate_scheduled_drop_path():
+  """ScheduledDropPath (config.model.ramp) sets drop_path_rate to a traced scalar inside the
+  train step: the whole network accepts it; at 0 it computes what the static 0 computes."""
+  model = models.create_model('nasnet_a_mobile', num_classes=5, dropout_rate=0.0, **TINY)
+  x = np.random.default_rng(3).normal(size=(4, 32, 32, 3)).astype(np.float32)
+  variables = _random_variables(model, x)
+
+  @jax.jit
+  def forward(rate, key):
+    return model.clone(drop_path_rate=rate).apply(variables, x, train=True,
+                                                  rngs={'dropout': key},
+                                                  mutable=['batch_stats'])[0]
+
+  static_out = model.apply(variables, x, train=True, mutable=['batch_stats'])[0]
+  np.testing.assert_allclose(forward(jnp.float32(0.0), jax.random.key(0)), static_out,
+                             rtol=1e-5, atol=1e-5)
+  assert not np.allclose(forward(jnp.float32(0.5), jax.random.key(0)), static_out, atol=1e-3)
+
+
 def test_drop_path_rate_grows_with_depth():
   # Cell i of T drops at rate * (i + 1) / T (TF-slim): the last cell at the full rate.
   rates = [module.drop_path_rate for _, module, _, _, _ in _mobile_with_options()[0]]
