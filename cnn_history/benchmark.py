@@ -2,7 +2,8 @@ r"""Speed of a registry model's train or eval step on this machine.
 
   python -m cnn_history.benchmark --model resnet50 [--batch 32] [--mode train|eval] \
       [--dtype float32|bfloat16|float16] [--devices N] [--synthetic | --config FILE[:ARG]] \
-      [--steps 20] [--warmup 3] [--json out.json]
+      [--steps 20] [--warmup 3] [--json out.json] [--set FIELD=VALUE ...] \
+      [--reference-convolutions]
 
 Prints a table (and writes JSON): compile time, median step time over the timed steps, images/s,
 achieved GFLOP/s from the model's multiply-adds (training counts 3x the forward pass) and its
@@ -15,6 +16,7 @@ XLA_FLAGS=--xla_force_host_platform_device_count=N set before the run.
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
 import resource
@@ -30,7 +32,7 @@ import numpy as np  # noqa: E402
 
 from cnn_history import config as config_lib  # noqa: E402
 from cnn_history import models, optim, parallel  # noqa: E402
-from cnn_history.models import summary  # noqa: E402
+from cnn_history.models import layers, summary  # noqa: E402
 from cnn_history.steps import make_steps  # noqa: E402
 
 
@@ -59,6 +61,19 @@ def _config_for(args) -> Any:
     config.data.source = 'synthetic'
   if args.model:
     config_lib.set_model(config, args.model)
+  for item in getattr(args, 'set', None) or ():  # --set data.source=folder ...
+    key, sep, text = item.partition('=')
+    if not sep:
+      raise ValueError(f'--set {item!r}: write FIELD=VALUE, e.g. --set data.path=/tmp/images.')
+    *parents, last = key.split('.')
+    group = config
+    for part in parents:
+      group = group[part]
+    try:
+      value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+      value = text
+    group[last] = value  # a locked ConfigDict names a misspelt field
   if args.batch:
     config.batch_size = args.batch
   config.dtype = args.dtype
@@ -74,6 +89,13 @@ def peak_memory_bytes() -> dict[str, float]:
 
 
 def run(args) -> dict[str, Any]:
+  if getattr(args, 'reference_convolutions', False):  # lax's depthwise convolutions, to compare
+    with layers.reference_convolutions():
+      return _run(args)
+  return _run(args)
+
+
+def _run(args) -> dict[str, Any]:
   config = _config_for(args)
   name = config.model.name
   mesh = parallel.make_mesh(args.devices)
@@ -182,6 +204,12 @@ def main(argv=None) -> None:
   parser.add_argument('--steps', type=int, default=20, help='timed steps')
   parser.add_argument('--warmup', type=int, default=3, help='untimed steps after compilation')
   parser.add_argument('--json', default='', help='append the result to this JSON-lines file')
+  parser.add_argument('--set', action='append', metavar='FIELD=VALUE',
+                      help='override a config field, e.g. --set data.source=folder '
+                           '--set data.path=/tmp/jpegs (repeatable)')
+  parser.add_argument('--reference-convolutions', action='store_true',
+                      help="depthwise convolutions as lax's grouped convolution instead of "
+                           'layers.depthwise_conv (to measure what that saves)')
   args = parser.parse_args(argv)
   if not args.model and not args.config:
     parser.error('give --model or --config')

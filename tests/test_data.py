@@ -121,6 +121,23 @@ def test_training_order_is_a_function_of_seed_and_epoch():
   assert not np.array_equal(a[0]['label'], a[5]['label'])  # a fresh order each epoch
 
 
+def test_deterministic_pipelines_run_on_whole_batches_with_the_same_result():
+  """A pipeline whose ops ignore the seed (pad, scale, ...) is applied to each batch in one
+  vectorised call: the images equal the per-image computation (numpy here)."""
+  split = _synthetic()
+  ops = 'pad(2)|scale(-0.1, 1.175)'
+  assert augment.parse(ops).deterministic
+  assert not augment.parse(ops + '|flip_lr').deterministic
+  batches = _take(pipeline.train_batches(split, ops, 50, 4, 3, ONE_HOST), 4)  # steps 3-6
+  for step, batch in zip(range(3, 7), batches):
+    epoch, b = divmod(step, 5)
+    picked = pipeline.epoch_permutation(4, epoch, 250)[b * 50:(b + 1) * 50]
+    expected = np.pad(split.images[picked].astype(np.float32),
+                      ((0, 0), (2, 2), (2, 2), (0, 0))) / 255 * 1.275 - 0.1
+    np.testing.assert_allclose(batch['image'], expected, rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(batch['label'], split.labels[picked])
+
+
 def test_resumed_iterator_continues_exactly():
   split = _synthetic()
   full = _take(pipeline.train_batches(split, 'random_crop(6)|flip_lr', 50, 1, 0, ONE_HOST), 12)

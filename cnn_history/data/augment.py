@@ -442,11 +442,23 @@ def flips():
   return fn
 
 
+# Ops that ignore their seed (the same output for an image every time): a pipeline of only
+# these is applied to a whole batch at once (pipeline.train_batches), 10x faster than per image.
+DETERMINISTIC_OPS = frozenset({'scale', 'normalize', 'pad', 'resize', 'center_crop',
+                               'resize_small', 'rgb_to_bgr', 'subtract_mean_image'})
+
+
 @dataclasses.dataclass(frozen=True)
 class Pipeline:
   """A parsed preprocessing string: apply with pipeline(image, seed)."""
   spec: str
   ops: tuple[Callable[[tf.Tensor, tf.Tensor], tf.Tensor], ...]
+  names: tuple[str, ...] = ()
+
+  @property
+  def deterministic(self) -> bool:
+    """True when no op draws random numbers (the seed changes nothing)."""
+    return all(name in DETERMINISTIC_OPS for name in self.names)
 
   def __call__(self, image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     for i, fn in enumerate(self.ops):
@@ -456,7 +468,7 @@ class Pipeline:
 
 def parse(spec: str) -> Pipeline:
   """Parses 'op(args)|op(args)' into a Pipeline; unknown ops name the close ones."""
-  ops = []
+  ops, names = [], []
   for part in filter(None, (p.strip() for p in spec.split('|'))):
     try:
       call = ast.parse(part if '(' in part else part + '()', mode='eval').body
@@ -476,7 +488,8 @@ def parse(spec: str) -> Pipeline:
       ops.append(_OPS[name](*args, **kwargs))
     except (TypeError, ValueError) as e:
       raise ValueError(f'Preprocessing op {part!r}: {e}') from None
-  return Pipeline(spec, tuple(ops))
+    names.append(name)
+  return Pipeline(spec, tuple(ops), tuple(names))
 
 
 class Views:

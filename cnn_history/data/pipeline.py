@@ -112,6 +112,13 @@ def _train_dataset(split: Split, pipeline, global_batch: int, seed: int, start_s
 
     ds = tf.data.Dataset.from_generator(index_batches, output_signature=(
         tf.TensorSpec([local], tf.int64), tf.TensorSpec([], tf.int64)))
+    if pipeline.deterministic:  # no seeds needed: the whole batch in one vectorised call
+      unused_seed = _seed(seed, 0)
+      return ds.map(lambda idx, first: {
+          'image': tf.vectorized_map(lambda image: pipeline(image, unused_seed),
+                                     tf.gather(images, idx), fallback_to_while_loop=True),
+          'label': tf.gather(labels, idx)}, num_parallel_calls=tf.data.AUTOTUNE,
+                    deterministic=True)
     ds = ds.map(lambda idx, first: (idx, first + tf.range(local, dtype=tf.int64))).unbatch()
     ds = ds.map(lambda i, pos: {'image': pipeline(tf.gather(images, i), _seed(seed, pos)),
                                 'label': tf.gather(labels, i)},

@@ -301,7 +301,7 @@ class ResNet(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    conv = functools.partial(nn.Conv, kernel_init=INITIALIZERS[self.initializer], dtype=self.dtype)
+    conv = functools.partial(layers.Conv, kernel_init=INITIALIZERS[self.initializer], dtype=self.dtype)
     norm = functools.partial(layers.BatchNorm, self.bn_momentum, self.bn_epsilon,
                              self.bn_batch_span, dtype=self.dtype)
     block = functools.partial(

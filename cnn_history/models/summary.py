@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 from jax.extend import core as jex_core
 
-from cnn_history.models import registry
+from cnn_history.models import layers, registry
 
 
 @dataclasses.dataclass
@@ -79,7 +79,9 @@ def macs_by_scope(model: nn.Module, input_shape: tuple[int, int, int]) -> dict[s
   """Multiply-accumulates of one image's forward pass, keyed by named scope."""
   x = jax.ShapeDtypeStruct((1,) + tuple(input_shape), jnp.float32)
   variables = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros(x.shape), train=False))
-  with nn.override_named_call(True):
+  # Depthwise convolutions run as elementwise taps (layers.depthwise_conv): count them as the
+  # convolutions they are.
+  with nn.override_named_call(True), layers.reference_convolutions():
     closed = jax.make_jaxpr(lambda v, x: model.apply(v, x, train=False))(variables, x)
   out: dict[str, float] = {}
   _walk(closed.jaxpr, '', 1.0, out)

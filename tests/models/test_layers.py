@@ -6,7 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cnn_history.models import layers
+from cnn_history import models
+from cnn_history.models import layers, summary
 
 
 def test_batchnorm_ghost_batches_use_their_own_statistics():
@@ -79,3 +80,89 @@ def test_convbn_default_init_is_he_over_one_groups_fan_out():
     kernel = conv.init(jax.random.key(0), x)['params']['conv']['kernel']
     fan_out = 9 * features // groups  # k*k outputs of each group's filters
     assert float(jnp.std(kernel)) == pytest.approx((2.0 / fan_out) ** 0.5, rel=0.1)
+
+
+DEPTHWISE_CASES = [  # (height, width, channels, kernel, stride, dilation, padding)
+    (9, 9, 4, 3, 1, 1, 'SAME'), (10, 9, 4, 3, 2, 1, 'SAME'), (9, 11, 3, 5, 2, 1, 'SAME'),
+    (8, 8, 4, 3, 1, 2, 'SAME'), (9, 9, 4, 5, 1, 1, 'VALID'), (10, 10, 3, 3, 2, 1, 'VALID'),
+    (7, 7, 6, 7, 2, 1, ((3, 2), (1, 3))), (11, 11, 2, 3, 3, 2, ((0, 4), (2, 0)))]
+
+
+@pytest.mark.parametrize('h, w, c, k, s, d, padding', DEPTHWISE_CASES)
+def test_depthwise_conv_equals_the_grouped_convolution(h, w, c, k, s, d, padding):
+  """layers.depthwise_conv (taps, custom VJP) against lax's grouped convolution: outputs and
+  both gradients, for strides, dilations and SAME/VALID/explicit padding."""
+  rng = np.random.default_rng(h * 100 + k * 10 + s)
+  x = jnp.asarray(rng.normal(size=(2, h, w, c)), jnp.float32)
+  kernel = jnp.asarray(rng.normal(size=(k, k, 1, c)), jnp.float32)
+  numbers = jax.lax.conv_dimension_numbers(x.shape, kernel.shape, ('NHWC', 'HWIO', 'NHWC'))
+
+  def reference(x, kernel):
+    return jax.lax.conv_general_dilated(x, kernel, (s, s), padding, rhs_dilation=(d, d),
+                                        dimension_numbers=numbers, feature_group_count=c)
+
+  def ours(x, kernel):
+    return layers.conv_general_dilated(x, kernel, (s, s), padding, rhs_dilation=(d, d),
+                                       dimension_numbers=numbers, feature_group_count=c)
+
+  expected, got = reference(x, kernel), ours(x, kernel)
+  assert got.shape == expected.shape
+  np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+  cotangent = jnp.asarray(rng.normal(size=expected.shape), jnp.float32)
+  for a, b in zip(jax.vjp(reference, x, kernel)[1](cotangent),
+                  jax.vjp(ours, x, kernel)[1](cotangent)):
+    np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5 * float(jnp.abs(a).max()))
+  # It really is the tap loop: no convolution in its program (nor in its gradient's).
+  program = str(jax.make_jaxpr(jax.grad(lambda x, k: ours(x, k).sum(), (0, 1)))(x, kernel))
+  assert 'conv_general_dilated' not in program
+
+
+def test_only_depthwise_convolutions_leave_lax():
+  """Grouped (not depthwise) convolutions, channel multipliers and reference_convolutions()
+  keep lax's convolution, so MAC counting and every other conv are unchanged."""
+  x = jnp.ones((1, 6, 6, 4))
+  numbers = jax.lax.conv_dimension_numbers(x.shape, (3, 3, 2, 4), ('NHWC', 'HWIO', 'NHWC'))
+  grouped = lambda x: layers.conv_general_dilated(x, jnp.ones((3, 3, 2, 4)), (1, 1), 'SAME',
+                                                  dimension_numbers=numbers,
+                                                  feature_group_count=2)
+  multiplier = lambda x: layers.conv_general_dilated(x, jnp.ones((3, 3, 1, 8)), (1, 1), 'SAME',
+                                                     dimension_numbers=numbers,
+                                                     feature_group_count=4)
+  def depthwise(x):  # a new function each time: the switch acts when a function is traced
+    return layers.conv_general_dilated(x, jnp.ones((3, 3, 1, 4)), (1, 1), 'SAME',
+                                       dimension_numbers=numbers, feature_group_count=4)
+
+  for fn in (grouped, multiplier):
+    assert 'conv_general_dilated' in str(jax.make_jaxpr(fn)(x))
+  assert 'conv_general_dilated' not in str(jax.make_jaxpr(lambda x: depthwise(x))(x))
+  with layers.reference_convolutions():
+    assert 'conv_general_dilated' in str(jax.make_jaxpr(lambda x: depthwise(x))(x))
+  assert 'conv_general_dilated' not in str(jax.make_jaxpr(lambda x: depthwise(x))(x))
+  # MobileNet v2's multiply-adds still count its depthwise layers (~17M of its 300.8M at 224).
+  model = models.create_model('mobilenet_v2')
+  assert summary.count_macs(model, (224, 224, 3)) == pytest.approx(
+      models.get_spec('mobilenet_v2').expected_macs, rel=1e-3)
+
+
+@pytest.mark.parametrize('stride, padding', [(1, 'SAME'), (2, 'SAME'), (2, 'VALID'),
+                                             (3, ((0, 0), (0, 0)))])
+def test_pointwise_convolution_gradients_as_matrix_products(stride, padding):
+  """1x1 convolutions keep lax's forward; their custom VJP (matrix products over the N*H*W
+  positions, strided positions for stride > 1) gives lax's gradients."""
+  rng = np.random.default_rng(stride)
+  x = jnp.asarray(rng.normal(size=(2, 9, 7, 3)), jnp.float32)
+  kernel = jnp.asarray(rng.normal(size=(1, 1, 3, 5)), jnp.float32)
+  numbers = jax.lax.conv_dimension_numbers(x.shape, kernel.shape, ('NHWC', 'HWIO', 'NHWC'))
+  reference = lambda x, k: jax.lax.conv_general_dilated(x, k, (stride, stride), padding,
+                                                        dimension_numbers=numbers)
+  ours = lambda x, k: layers.conv_general_dilated(x, k, (stride, stride), padding,
+                                                  dimension_numbers=numbers)
+  expected = reference(x, kernel)
+  np.testing.assert_array_equal(ours(x, kernel), expected)
+  cotangent = jnp.asarray(rng.normal(size=expected.shape), jnp.float32)
+  for a, b in zip(jax.vjp(reference, x, kernel)[1](cotangent),
+                  jax.vjp(ours, x, kernel)[1](cotangent)):
+    np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5)
+  assert 'custom_vjp_call' in str(jax.make_jaxpr(lambda x, k: ours(x, k))(x, kernel))
+  with layers.reference_convolutions():
+    assert 'custom_vjp_call' not in str(jax.make_jaxpr(lambda x, k: ours(x, k))(x, kernel))

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import pytest
 
 from cnn_history import models
-from cnn_history.models import mobilenet, summary
+from cnn_history.models import layers, mobilenet, summary
 
 
 def _trace(model, resolution=224):
@@ -207,8 +207,9 @@ def test_v3_width_0_75_rows_of_table_3(size, params, macs):
 
 
 def _first_conv_padding(model, resolution=64):
-  jaxpr = jax.make_jaxpr(lambda x: model.init_with_output(jax.random.key(0), x)[0])(
-      jnp.zeros((1, resolution, resolution, 3)))
+  with layers.reference_convolutions():  # every convolution as lax's (depthwise ones included)
+    jaxpr = jax.make_jaxpr(lambda x: model.init_with_output(jax.random.key(0), x)[0])(
+        jnp.zeros((1, resolution, resolution, 3)))
   convs = [e for e in jaxpr.jaxpr.eqns if e.primitive.name == 'conv_general_dilated']
   return [tuple(map(tuple, e.params['padding'])) for e in convs]
 

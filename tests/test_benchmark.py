@@ -1,0 +1,50 @@
+"""The benchmark tool (python -m cnn_history.benchmark): what it measures and reports. Speed
+itself is never asserted (results/benchmarks/ has the numbers); the fields' meaning is."""
+
+import json
+import os
+
+import pytest
+
+from cnn_history import benchmark
+from cnn_history.models import registry
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _run(tmp_path, *argv):
+  out = tmp_path / 'bench.jsonl'
+  benchmark.main([*argv, '--steps', '2', '--warmup', '1', '--json', str(out)])
+  return [json.loads(line) for line in out.read_text().splitlines()]
+
+
+def test_synthetic_train_step_report(tmp_path, capsys):
+  (result,) = _run(tmp_path, '--model', 'lenet5', '--batch', '16', '--devices', '1')
+  assert (result['model'], result['mode'], result['batch'], result['devices']) == (
+      'lenet5', 'train', 16, 1)
+  assert result['macs_per_image'] == registry.get_spec('lenet5').expected_macs
+  assert result['images_per_s'] == pytest.approx(16 / result['step_s'])
+  # Achieved FLOP/s: 2 FLOPs per MAC, 3 passes (forward, two backward) per training image.
+  assert result['gflops'] == pytest.approx(
+      2 * 3 * result['macs_per_image'] * 16 / result['step_s'] / 1e9)
+  assert result['utilisation'] == pytest.approx(result['gflops'] / result['peak_matmul_gflops'])
+  assert 0.0 <= result['data_wait_fraction'] < 1.0 and result['steps'] == 2
+  assert result['host_max_rss_bytes'] > 0
+  table = capsys.readouterr().out.splitlines()
+  assert table[0].split()[:3] == ['model', 'mode', 'batch'] and table[1].startswith('lenet5')
+
+
+def test_real_input_pipeline_and_field_overrides(tmp_path, fashion_mnist_dir):
+  """--config times the config's own input pipeline (Fashion-MNIST from the Debian files);
+  --set overrides its fields, and a misspelt field is an error that names it."""
+  del fashion_mnist_dir
+  (result,) = _run(tmp_path, '--config', os.path.join(ROOT, 'configs/lenet5.py:modern'),
+                   '--mode', 'eval', '--set', 'batch_size=100', '--set', 'data.source=idx',
+                   '--set', 'data.path=/usr/share/datasets/fashion-mnist', '--devices', '1')
+  assert result['batch'] == 100 and result['mode'] == 'eval'
+  assert result['input'].endswith('lenet5.py:modern')
+  with pytest.raises(KeyError, match='Did you mean "shuffle_buffer"'):
+    _run(tmp_path, '--config', os.path.join(ROOT, 'configs/lenet5.py'),
+         '--set', 'data.shufle_buffer=10')
+  with pytest.raises(ValueError, match='FIELD=VALUE'):
+    _run(tmp_path, '--model', 'lenet5', '--set', 'batch_size')
