@@ -8,6 +8,10 @@ JAX starts its backend (XLA reads XLA_FLAGS once, when the first computation nee
       of one YNNPACK call each: the convolution backward pass was the slowest part of training
       (ResNet-50 training 1.7 -> 3.2 images/s on 2 cores).
 
+The cost: Eigen's sums depend on how a process's devices share its threads, so a CPU run
+split over several processes is no longer equal to one process within 1e-5 (up to 3e-3 after
+16 LeNet-5 steps); set CNN_HISTORY_XLA_DEFAULTS=0 where that matters.
+
 They are added only on a CPU-only installation (no TPU or GPU plugin, or JAX_PLATFORMS=cpu),
 never over a value the user set for the same flag, and not at all with
 CNN_HISTORY_XLA_DEFAULTS=0. Importing cnn_history after JAX has run a computation is too late

@@ -258,10 +258,12 @@ def plot_scatter(rows: list[dict[str, Any]], out: str, input_shape) -> None:
   plt.close(fig)
 
 
-def recipe_text(config_module: dict[str, Any]) -> str:
+def recipe_text(config_module: dict[str, Any], steps: int | None = None) -> str:
+  """The shared recipe in words; `steps`: the budget the runs used (default: the config's)."""
   c = config_module
-  return (f"Shared recipe (`configs/fashion_mnist_history.py`): {c['STEPS']} steps of batch "
-          f"{c['BATCH_SIZE']} (about {c['STEPS'] * c['BATCH_SIZE'] / 60000:.2f} epochs) unless a "
+  steps = steps or c['STEPS']
+  return (f"Shared recipe (`configs/fashion_mnist_history.py`): {steps} steps of batch "
+          f"{c['BATCH_SIZE']} (about {steps * c['BATCH_SIZE'] / 60000:.2f} epochs) unless a "
           f"row's steps say otherwise; SGD with Nesterov momentum 0.9, base rate "
           f"{c['LEARNING_RATE']}, linear warm-up over the first {c['WARMUP_FRACTION']:.0%} of "
           f"the steps then cosine decay to 0; weight decay {c['WEIGHT_DECAY']} on every "
@@ -310,7 +312,9 @@ def build(root: str, out: str, config_path: str, extras: list[str],
     json.dump(rows, f, indent=1, default=str)
   notes = _read_text(os.path.join(out, 'notes.md'))
   with open(os.path.join(out, 'README.md'), 'w') as f:
-    f.write(markdown(rows, families, recipe_text(config_module), input_shape, notes))
+    budgets = [r['steps'] for r in rows if r['shared_recipe']]
+    budget = max(set(budgets), key=budgets.count) if budgets else None  # the most common
+    f.write(markdown(rows, families, recipe_text(config_module, budget), input_shape, notes))
   # Curves of the shared budget only: an --extra run (e.g. 20 passes) would set the scale.
   plot_curves([r for r in rows if r['shared_recipe']], os.path.join(out, 'curves.png'))
   plot_scatter(rows, os.path.join(out, 'acc_vs_macs.png'), input_shape)

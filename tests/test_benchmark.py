@@ -48,3 +48,23 @@ def test_real_input_pipeline_and_field_overrides(tmp_path, fashion_mnist_dir):
          '--set', 'data.shufle_buffer=10')
   with pytest.raises(ValueError, match='FIELD=VALUE'):
     _run(tmp_path, '--model', 'lenet5', '--set', 'batch_size')
+
+
+def test_cpu_xla_defaults_and_their_opt_out(monkeypatch):
+  """import cnn_history adds the YNNPACK flag on a CPU-only install, keeps the user's flags and
+  a user's own value for it, and adds nothing with CNN_HISTORY_XLA_DEFAULTS=0."""
+  import cnn_history  # pylint: disable=g-import-not-at-top
+  flag = cnn_history.CPU_XLA_FLAGS[0]
+  cases = [({'XLA_FLAGS': '--xla_force_host_platform_device_count=2'},
+            f'--xla_force_host_platform_device_count=2 {flag}'),
+           ({'XLA_FLAGS': '--xla_cpu_experimental_ynn_fusion_type='},
+            '--xla_cpu_experimental_ynn_fusion_type='),
+           ({'XLA_FLAGS': '', 'CNN_HISTORY_XLA_DEFAULTS': '0'}, ''),
+           ({'XLA_FLAGS': '', 'JAX_PLATFORMS': 'cuda'}, '')]
+  for env, expected in cases:
+    for key in ('XLA_FLAGS', 'CNN_HISTORY_XLA_DEFAULTS', 'JAX_PLATFORMS'):
+      monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+      monkeypatch.setenv(key, value)
+    cnn_history._set_cpu_xla_defaults()  # pylint: disable=protected-access
+    assert os.environ['XLA_FLAGS'] == expected, env

@@ -8,6 +8,7 @@ import runpy
 import pytest
 
 from cnn_history import models, train
+from cnn_history.models import layers
 from cnn_history.data import pipeline
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -67,6 +68,10 @@ def test_config_trains_two_steps(path, tmp_path, monkeypatch):
 
   image_shape = models.input_shape(config.model.name)
   monkeypatch.setattr(train, 'evaluate', evaluate_pipeline_only)
-  summary = train.train_and_evaluate(config, str(tmp_path))
+  # lax's convolutions: they compile up to 2x faster than the CPU forms (depthwise tap loop,
+  # 1x1 gradient VJP), which tests/models/test_layers.py checks against lax's, in MobileNet v2
+  # training too. This test is about the configs.
+  with layers.reference_convolutions():
+    summary = train.train_and_evaluate(config, str(tmp_path))
   assert summary['steps'] == 2 and summary['eval_count'] == 2
   assert summary['train_loss'] == summary['train_loss']  # not NaN

@@ -87,6 +87,7 @@ def test_table_builder_on_fake_runs(tmp_path):
   assert '| 2 | resnet | `resnet20` | 2015 | **91.00%** |' in readme
   assert 'python -m cnn_history.main --family=resnet' in readme and 'python -m x' in readme
   assert 'Table I' in readme  # the per-family notes
+  assert 'Shared recipe (`configs/fashion_mnist_history.py`): 20 steps of batch' in readme
   for name in ('curves.png', 'acc_vs_macs.png', 'table.json', 'resnet/summary.json',
                'lenet5/command.txt'):
     assert (out / name).exists(), name

@@ -16,7 +16,10 @@ CONFIG = ['--config=tests/configs/tiny.py:variant=modern_bn', '--config.num_epoc
 
 def _env(devices_per_process):
   env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
-  env.update(PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL='2',
+  # XLA's own CPU kernels: with the package's CPU default (the YNNPACK flag, Eigen's kernels)
+  # the sums' order depends on how devices share a process's threads, and 2 processes x 2
+  # devices end 16 steps ~3e-3 away from 1 x 4 (results/benchmarks/README.md).
+  env.update(PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL='2', CNN_HISTORY_XLA_DEFAULTS='0',
              XLA_FLAGS=f'--xla_force_host_platform_device_count={devices_per_process}')
   return env
 

@@ -392,7 +392,7 @@ def _depthwise_bwd(strides, pads, dilation, residuals, dy):
       jnp.sum(jax.lax.slice(xp, (0, i * dh, j * dw, 0),
                             (xp.shape[0], i * dh + (ho - 1) * sh + 1,
                              j * dw + (wo - 1) * sw + 1, xp.shape[3]), (1, sh, sw, 1)) * dy,
-              axis=(0, 1, 2), dtype=jnp.float32)
+              axis=(0, 1, 2), dtype=jnp.promote_types(x.dtype, jnp.float32))
       for j in range(kw)]) for i in range(kh)])[:, :, None, :]
   return dx.astype(x.dtype), dk.astype(kernel.dtype)
 

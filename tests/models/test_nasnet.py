@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from cnn_history import models
-from cnn_history.models import nasnet, summary
+from cnn_history.models import layers, nasnet, summary
 
 TINY = dict(normal_cells_per_stack=2, penultimate_filters=96)  # widths 1, 2 | 4, 8, 16
 
@@ -160,21 +160,32 @@ def test_drop_path_only_in_training():
 
 def test_traced_drop_path_rate_scheduled_drop_path():
   """ScheduledDropPath (config.model.ramp) sets drop_path_rate to a traced scalar inside the
-  train step: the whole network accepts it; at 0 it computes what the static 0 computes."""
-  model = models.create_model('nasnet_a_mobile', num_classes=5, dropout_rate=0.0, **TINY)
-  x = np.random.default_rng(3).normal(size=(4, 32, 32, 3)).astype(np.float32)
-  variables = _random_variables(model, x)
+  train step: the whole network traces with it (its switch checks skip a traced value), and
+  draws drop masks in training (traced only: compiling NASNet costs a minute of CPU)."""
+  model = models.create_model('nasnet_a_mobile', num_classes=5, **TINY)
+  x = jnp.zeros((2, 32, 32, 3))
+  variables = jax.eval_shape(lambda: model.init(jax.random.key(0), x, train=False))
 
-  @jax.jit
-  def forward(rate, key):
-    return model.clone(drop_path_rate=rate).apply(variables, x, train=True,
-                                                  rngs={'dropout': key},
-                                                  mutable=['batch_stats'])[0]
+  def forward(rate, train):
+    return jax.make_jaxpr(lambda v, r, key: model.clone(drop_path_rate=r).apply(
+        v, x, train=train, rngs={'dropout': key}, mutable=['batch_stats'])[0])(
+            variables, rate, jax.random.key(0))
 
-  static_out = model.apply(variables, x, train=True, mutable=['batch_stats'])[0]
-  np.testing.assert_allclose(forward(jnp.float32(0.0), jax.random.key(0)), static_out,
-                             rtol=1e-5, atol=1e-5)
-  assert not np.allclose(forward(jnp.float32(0.5), jax.random.key(0)), static_out, atol=1e-3)
+  traced = forward(jnp.float32(0.3), True)
+  assert traced.out_avals[0].shape == (2, 5)
+  assert 'random_bits' in str(traced)  # the per-example masks
+  assert 'random_bits' not in str(forward(jnp.float32(0.3), False))
+
+
+def test_drop_path_with_a_traced_rate():
+  x = jnp.ones((4000, 3))
+  drop = jax.jit(lambda rate, key: layers.DropPath(rate).apply({}, x, True,
+                                                               rngs={'dropout': key}))
+  np.testing.assert_array_equal(drop(jnp.float32(0.0), jax.random.key(0)), x)
+  y = np.asarray(drop(jnp.float32(0.25), jax.random.key(1)))
+  dropped = (y == 0).all(axis=1)
+  assert abs(dropped.mean() - 0.25) < 0.03
+  np.testing.assert_allclose(y[~dropped], 1 / 0.75, rtol=1e-6)
 
 
 def test_drop_path_rate_grows_with_depth():
