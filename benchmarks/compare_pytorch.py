@@ -86,14 +86,18 @@ def main() -> None:
   print(table)
   if args.out:
     os.makedirs(args.out, exist_ok=True)
+    from cnn_history import onednn  # pylint: disable=g-import-not-at-top
     meta = {'machine': machine(), 'jax': jax.__version__, 'xla_flags':
-            os.environ.get('XLA_FLAGS', ''), 'threads': threads, 'steps': args.steps,
+            os.environ.get('XLA_FLAGS', ''), 'onednn_convolutions': onednn.in_use(),
+            'threads': threads, 'steps': args.steps,
             'date': time.strftime('%Y-%m-%d'), 'command': ' '.join(sys.argv)}
     with open(os.path.join(args.out, 'comparison.json'), 'w') as f:
       json.dump({'meta': meta, 'rows': rows}, f, indent=2)
     with open(os.path.join(args.out, 'comparison.md'), 'w') as f:
       f.write(f'# cnn_history vs PyTorch eager, float32\n\n{meta["machine"]}; JAX '
-              f'{meta["jax"]}; XLA_FLAGS="{meta["xla_flags"]}"; {threads} threads; median of '
+              f'{meta["jax"]}; XLA_FLAGS="{meta["xla_flags"]}"; oneDNN convolutions '
+              f'(cnn_history/onednn.py): {"on" if meta["onednn_convolutions"] else "off"}; '
+              f'{threads} threads; median of '
               f'{args.steps} steps after warm-up; {meta["date"]}.\n\n`{meta["command"]}`\n\n'
               f'{table}\n')
 

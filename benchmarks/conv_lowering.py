@@ -5,7 +5,8 @@ r"""How XLA:CPU runs each convolution of the zoo's networks, and the alternative
 Times (median ms, float32, this machine's threads) for single jitted convolutions at shapes of
 ResNet-20 (batch 128, CIFAR), ResNet-50 (batch 32) and MobileNet v2 (batch 32):
   * dense convolutions: lax forward, input gradient (dX), kernel gradient (dW); dW as kh*kw
-    matrix products of shifted input windows ("9 dots"); the same layer in NCHW layout;
+    matrix products of shifted input windows ("9 dots"); the same layer in NCHW layout; the
+    oneDNN custom call's forward, dX and dW (cnn_history/onednn.py; needs it built);
   * depthwise convolutions: lax's grouped convolution (forward; forward + both gradients)
     against layers.depthwise_conv (a loop over the taps with its own VJP), which the models use.
 results/benchmarks/README.md records a run and what the package adopted.
@@ -26,6 +27,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
+from cnn_history import onednn  # noqa: E402
 from cnn_history.models import layers  # noqa: E402  (sets the package's CPU XLA defaults)
 
 # (batch, size, in, out, kernel, stride): ResNet-20 at 128, ResNet-50 at 32
@@ -78,8 +80,11 @@ def main() -> None:
   rng = np.random.default_rng(0)
   r = args.repeats
   print(f'{jax.devices()[0].device_kind}, XLA_FLAGS="{os.environ.get("XLA_FLAGS", "")}"\n')
+  if not onednn.available():
+    raise SystemExit('The oneDNN custom call is not built: python -m cnn_history.onednn')
   print('| layer (N, HxW, Cin->Cout, k, stride) | fwd | dX | dW | dW as k*k dots | NCHW fwd + '
-        'dX + dW | NHWC fwd + dX + dW |\n|---|---|---|---|---|---|---|')
+        'dX + dW | NHWC fwd + dX + dW | oneDNN fwd | oneDNN dX | oneDNN dW |\n'
+        '|---|---|---|---|---|---|---|---|---|---|')
   for n, size, cin, cout, k, s in DENSE[:2] if args.quick else DENSE:
     x = jnp.asarray(rng.normal(size=(n, size, size, cin)), jnp.float32)
     w = jnp.asarray(rng.normal(size=(k, k, cin, cout)), jnp.float32)
@@ -93,8 +98,14 @@ def main() -> None:
     nchw = timed(jax.jit(lambda x, w, dy: (conv('NCHW', s)(x, w), grads_of(conv('NCHW', s))(
         x, w, dy))), xc, wc, dyc, repeats=r)
     nhwc = timed(jax.jit(lambda x, w, dy: (f(x, w), grads_of(f)(x, w, dy))), x, w, dy, repeats=r)
+    geometry = ((s, s), tuple(layers._same_padding(size, k, s, 1) for _ in range(2)), (1, 1))  # pylint: disable=protected-access
+    ours = [timed(jax.jit(lambda a, b, g=g, shape=shape: onednn._call(g, shape, a, b, geometry=geometry)),  # pylint: disable=protected-access
+                  *args, repeats=r)
+            for g, shape, args in (('forward', dy.shape, (x, w)), ('data', x.shape, (dy, w)),
+                                   ('weights', w.shape, (x, dy)))]
     print(f'| {n}, {size}x{size}, {cin}->{cout}, {k}, {s} | {fwd:.1f} | {dx:.1f} | {dw:.1f} | '
-          f'{dots:.1f} | {nchw:.1f} | {nhwc:.1f} |', flush=True)
+          f'{dots:.1f} | {nchw:.1f} | {nhwc:.1f} | ' + ' | '.join(f'{v:.1f}' for v in ours) + ' |',
+          flush=True)
   print('\n| depthwise 3x3 (N, HxW, C, stride) | lax fwd | taps fwd | lax fwd + grads | '
         'taps fwd + grads |\n|---|---|---|---|---|')
   for n, size, c, s in DEPTHWISE[:2] if args.quick else DEPTHWISE:

@@ -10,6 +10,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from cnn_history import onednn
+
 
 class BatchNorm(nn.Module):
   """Batch normalisation (Ioffe & Szegedy 2015) whose statistics span `batch_span` examples.
@@ -345,6 +347,19 @@ def _same_padding(size: int, kernel: int, stride: int, dilation: int) -> tuple[i
   return total // 2, total - total // 2
 
 
+def _explicit_pads(padding, spatial, kernel, strides, dilation):
+  """((top, bottom), (left, right)) for 'SAME', 'VALID' or explicit pairs; None when some
+  pad is negative or the padding is another string."""
+  if padding == 'SAME':
+    return tuple(_same_padding(*args) for args in zip(spatial, kernel, strides, dilation))
+  if padding == 'VALID':
+    return ((0, 0), (0, 0))
+  if isinstance(padding, str):
+    return None
+  pads = tuple(tuple(int(v) for v in p) for p in padding)
+  return pads if all(v >= 0 for p in pads for v in p) else None
+
+
 def _taps(xp: jax.Array, kernel: jax.Array, out_hw: tuple[int, int], strides, dilation):
   """sum over taps (i, j) of the strided window of xp that tap sees times kernel[i, j, 0]."""
   kh, kw = kernel.shape[:2]
@@ -452,9 +467,11 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
   """lax.conv_general_dilated, except on two XLA:CPU weak spots (results/benchmarks/README.md):
   a depthwise convolution (NHWC, one filter per channel, no input dilation) is
   `depthwise_conv`, and a 1x1 convolution keeps lax's forward but takes its gradients as
-  matrix products (`_pointwise`; ResNet-50 training +30%). Both equal lax's results up to float
-  rounding. `Conv` (below) is nn.Conv with this function; within `reference_convolutions()`
-  every convolution is lax's."""
+  matrix products (`_pointwise`; ResNet-50 training +30%); and, on a one-device CPU backend
+  where the custom call is built, any other float32 NHWC convolution (kernel larger than 1x1,
+  no groups) is oneDNN's with its gradients (`cnn_history.onednn.conv`). All equal lax's
+  results up to float rounding. `Conv` (below) is nn.Conv with this function; within
+  `reference_convolutions()` every convolution is lax's."""
   channels = lhs.shape[-1] if lhs.ndim == 4 else -1
   if (not _REFERENCE_CONVOLUTIONS[-1] and lhs.ndim == 4 and feature_group_count == channels > 1
       and tuple(rhs.shape[2:]) == (1, channels) and batch_group_count == 1
@@ -470,6 +487,16 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
       and (padding in ('SAME', 'VALID') or all(tuple(p) == (0, 0) for p in padding))
       and jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers) == _NHWC):
     return _pointwise(lhs, rhs, tuple(window_strides))
+  if (not _REFERENCE_CONVOLUTIONS[-1] and lhs.ndim == 4 and feature_group_count == 1
+      and batch_group_count == 1 and preferred_element_type is None
+      and lhs.dtype == rhs.dtype == jnp.float32 and tuple(rhs.shape[:2]) != (1, 1)
+      and (lhs_dilation is None or all(v == 1 for v in lhs_dilation))
+      and jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers) == _NHWC
+      and onednn.in_use()):
+    dilation = tuple(rhs_dilation) if rhs_dilation else (1, 1)
+    pads = _explicit_pads(padding, lhs.shape[1:3], rhs.shape[:2], window_strides, dilation)
+    if pads is not None:
+      return onednn.conv(lhs, rhs, tuple(window_strides), pads, dilation)
   return jax.lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation,
                                       rhs_dilation, dimension_numbers, feature_group_count,
                                       batch_group_count, precision, preferred_element_type)
