@@ -7,8 +7,11 @@ r"""Speed of a registry model's train or eval step on this machine.
 
 Prints a table (and writes JSON): compile time, median step time over the timed steps, images/s,
 achieved GFLOP/s from the model's multiply-adds (training counts 3x the forward pass) and its
-fraction of a measured matmul peak, the fraction of step time spent waiting for input (with a
-real input pipeline: --config), and peak memory. With --synthetic (the default) the batch lives on
+fraction of a measured matmul peak, and peak memory. With a real input pipeline (--config),
+two input costs: "data wait", the share of each step spent fetching its batch (the next batch
+is fetched after the step ends, so this includes the copy to the device), and "in loop", how
+much slower the trainer's own loop (which fetches the next batch while the step runs) is than
+with a batch already on the devices. With --synthetic (the default) the batch lives on
 the devices and only the step is timed. More than the visible devices on a CPU needs
 XLA_FLAGS=--xla_force_host_platform_device_count=N set before the run.
 """
@@ -163,6 +166,23 @@ def _run(args) -> dict[str, Any]:
       wait.append(t1 - t0)
       times.append(t2 - t0)
   step_s = statistics.median(times)
+  # The trainer does not wait for a step before fetching the next batch (JAX dispatches
+  # asynchronously): the input's cost to it is how much slower its loop runs with the real
+  # pipeline than with one batch already on the devices (best of 3 interleaved runs each).
+  loop_slowdown = 0.0
+  if args.config and not args.synthetic:
+    def loop(get_batch) -> float:
+      nonlocal state
+      start, out = time.perf_counter(), None
+      for _ in range(args.steps):
+        state, out = step(state, get_batch())
+      jax.block_until_ready((state, out))
+      return time.perf_counter() - start
+    piped, fixed = [], []
+    for _ in range(3):
+      piped.append(loop(next_batch))
+      fixed.append(loop(lambda: first))
+    loop_slowdown = max(0.0, 1.0 - min(fixed) / min(piped))
   flops_per_image = 2 * macs * (3 if args.mode == 'train' else 1)
   achieved = flops_per_image * batch_size / step_s / 1e9
   peak = matmul_peak_gflops('bfloat16' if config.dtype == 'bfloat16' else 'float32') * mesh.size
@@ -173,7 +193,8 @@ def _run(args) -> dict[str, Any]:
       'resolution': 'x'.join(map(str, shape)), 'macs_per_image': macs,
       'compile_s': compile_s, 'step_s': step_s, 'images_per_s': batch_size / step_s,
       'gflops': achieved, 'peak_matmul_gflops': peak, 'utilisation': achieved / peak,
-      'data_wait_fraction': sum(wait) / sum(times), 'steps': args.steps,
+      'data_wait_fraction': sum(wait) / sum(times), 'input_loop_slowdown': loop_slowdown,
+      'steps': args.steps,
       **peak_memory_bytes()}
 
 
@@ -182,12 +203,13 @@ def format_row(r: dict[str, Any]) -> str:
   return (f'{r["model"]:<18} {r["mode"]:<5} {r["batch"]:>5} {r["dtype"]:<8} {r["devices"]:>3} '
           f'{r["compile_s"]:>8.1f} {1000 * r["step_s"]:>9.1f} {r["images_per_s"]:>10.1f} '
           f'{r["gflops"]:>8.1f} {100 * r["utilisation"]:>6.1f}% '
-          f'{100 * r["data_wait_fraction"]:>6.1f}% {memory:>9.0f}')
+          f'{100 * r["data_wait_fraction"]:>6.1f}% {100 * r["input_loop_slowdown"]:>6.1f}% '
+          f'{memory:>9.0f}')
 
 
 HEADER = (f'{"model":<18} {"mode":<5} {"batch":>5} {"dtype":<8} {"dev":>3} {"compile s":>8} '
           f'{"step ms":>9} {"images/s":>10} {"GFLOP/s":>8} {"of peak":>7} {"data wait":>7} '
-          f'{"peak MiB":>9}')
+          f'{"in loop":>7} {"peak MiB":>9}')
 
 
 def main(argv=None) -> None:
@@ -208,8 +230,8 @@ def main(argv=None) -> None:
                       help='override a config field, e.g. --set data.source=folder '
                            '--set data.path=/tmp/jpegs (repeatable)')
   parser.add_argument('--reference-convolutions', action='store_true',
-                      help="depthwise convolutions as lax's grouped convolution instead of "
-                           'layers.depthwise_conv (to measure what that saves)')
+                      help="every convolution as lax's: no depthwise tap loop, 1x1 gradient "
+                           'VJP or oneDNN custom call (to measure what they save)')
   args = parser.parse_args(argv)
   if not args.model and not args.config:
     parser.error('give --model or --config')

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import difflib
+import os
 from typing import Any
 
 import ml_collections
@@ -46,7 +47,8 @@ def default_config() -> ConfigDict:
                                  # adds dynamic loss scaling)
   c.sharding = 'replicated'      # train state: 'replicated' (data parallel) | 'fsdp' (params and
                                  # optimizer state sharded over the devices: the large nets)
-  c.compilation_cache_dir = '~/.cache/cnn_history/xla'  # persistent XLA compilation cache ('': off)
+  c.compilation_cache_dir = os.environ.get(  # persistent XLA compilation cache ('': off)
+      'CNN_HISTORY_COMPILATION_CACHE', '~/.cache/cnn_history/xla')
   c.profile_steps = ()           # (first, last): a jax.profiler trace of these steps into
                                  # workdir/plugins/profile (TensorBoard's profile tab)
   c.progress_bar = True          # a tqdm bar on process 0 (periodic log lines are always written)

@@ -103,7 +103,7 @@ def available() -> bool:
 
 @contextlib.contextmanager
 def enabled(value: bool = True):
-  """Forces the oneDNN gradients on (where they apply and are built) or off for functions
+  """Forces the oneDNN convolutions on (where they apply and are built) or off for functions
   traced within; outside, they are on exactly for single-device CPU computations."""
   _OVERRIDE.append(value)
   try:
@@ -184,8 +184,8 @@ conv.defvjp(_conv_fwd, _conv_bwd)
 
 def implementation(which: str, x_shape: Sequence[int], kernel_shape: Sequence[int],
                    out_shape: Sequence[int], strides, pads: Pads, dilation) -> str:
-  """oneDNN's name for the kernel it picked for a gradient ('data' or 'weights'), e.g.
-  'jit:avx2' or 'gemm:jit' (for benchmark records)."""
+  """oneDNN's name for the kernel it picks for the 'forward' pass or a gradient ('data',
+  'weights'), e.g. 'jit:avx512_core' or 'gemm:jit' (for benchmark records)."""
   lib = _library()
   if lib is None:
     return 'unavailable'
@@ -194,7 +194,8 @@ def implementation(which: str, x_shape: Sequence[int], kernel_shape: Sequence[in
   geometry = [n, h, w, i, out_shape[1], out_shape[2], o, kh, kw, *strides, *pads[0], *pads[1],
               *dilation]
   arr = (ctypes.c_int64 * len(geometry))(*geometry)
-  return lib.CnnHistoryConvImplementation(0 if which == 'data' else 1, arr).decode()
+  return lib.CnnHistoryConvImplementation({'data': 0, 'weights': 1, 'forward': 2}[which],
+                                          arr).decode()
 
 
 def main(argv: Sequence[str]) -> int:

@@ -4,4 +4,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
-.venv/bin/python -m pytest -q -n 2 --durations=40 tests "$@"
+.venv/bin/python -m pytest -q -n 2 --dist worksteal --durations=40 tests "$@"

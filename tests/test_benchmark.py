@@ -29,6 +29,7 @@ def test_synthetic_train_step_report(tmp_path, capsys):
       2 * 3 * result['macs_per_image'] * 16 / result['step_s'] / 1e9)
   assert result['utilisation'] == pytest.approx(result['gflops'] / result['peak_matmul_gflops'])
   assert 0.0 <= result['data_wait_fraction'] < 1.0 and result['steps'] == 2
+  assert result['input_loop_slowdown'] == 0.0  # no input pipeline: nothing to slow the loop
   assert result['host_max_rss_bytes'] > 0
   table = capsys.readouterr().out.splitlines()
   assert table[0].split()[:3] == ['model', 'mode', 'batch'] and table[1].startswith('lenet5')
@@ -43,6 +44,8 @@ def test_real_input_pipeline_and_field_overrides(tmp_path, fashion_mnist_dir):
                    '--set', 'data.path=/usr/share/datasets/fashion-mnist', '--devices', '1')
   assert result['batch'] == 100 and result['mode'] == 'eval'
   assert result['input'].endswith('lenet5.py:modern')
+  assert 0.0 < result['data_wait_fraction'] < 1.0  # each step fetches a real batch
+  assert 0.0 <= result['input_loop_slowdown'] < 1.0
   with pytest.raises(KeyError, match='Did you mean "shuffle_buffer"'):
     _run(tmp_path, '--config', os.path.join(ROOT, 'configs/lenet5.py'),
          '--set', 'data.shufle_buffer=10')

@@ -138,6 +138,34 @@ def test_deterministic_pipelines_run_on_whole_batches_with_the_same_result():
     np.testing.assert_array_equal(batch['label'], split.labels[picked])
 
 
+@pytest.mark.parametrize('preprocess', ['pad(2)|scale(-0.1, 1.175)',
+                                        ('scale(0, 1)', 'pad(1)|resize(8)|scale(0, 1)')])
+def test_precomputed_preprocessing_gives_the_tf_data_batches(preprocess, monkeypatch):
+  """A seed-free preprocessing of an in-memory split is applied once to the whole split and
+  batches are gathered in numpy: the same batches, bit for bit, as the tf.data path, also for
+  a per-epoch cycle, a resumed run and each host's slice."""
+  split = _synthetic()
+  hosts = [pipeline.HostSlice(p, 2) for p in range(2)]
+  for host in [ONE_HOST, *hosts]:
+    fast = pipeline.train_batches(split, preprocess, 50, 4, 3, host)
+    assert fast.gi_code.co_name == '_precomputed_batches'
+    fast = _take(fast, 8)  # steps 3-10: epochs 0, 1 and 2
+    with monkeypatch.context() as m:
+      m.setattr(pipeline, 'PRECOMPUTE_LIMIT_BYTES', 0)
+      slow = pipeline.train_batches(split, preprocess, 50, 4, 3, host)
+      assert getattr(slow, 'gi_code', None) is None or \
+          slow.gi_code.co_name != '_precomputed_batches'
+      slow = _take(slow, 8)
+    for x, y in zip(fast, slow):
+      assert x['image'].dtype == y['image'].dtype and x['label'].dtype == y['label'].dtype
+      np.testing.assert_array_equal(x['image'], y['image'])
+      np.testing.assert_array_equal(x['label'], y['label'])
+  # The two hosts' slices make up the one-host batch.
+  one = _take(pipeline.train_batches(split, preprocess, 50, 4, 3, ONE_HOST), 1)[0]
+  parts = [_take(pipeline.train_batches(split, preprocess, 50, 4, 3, h), 1)[0] for h in hosts]
+  np.testing.assert_array_equal(np.concatenate([p['image'] for p in parts]), one['image'])
+
+
 def test_resumed_iterator_continues_exactly():
   split = _synthetic()
   full = _take(pipeline.train_batches(split, 'random_crop(6)|flip_lr', 50, 1, 0, ONE_HOST), 12)

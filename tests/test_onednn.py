@@ -164,7 +164,11 @@ def test_build_errors_name_the_fix(monkeypatch, tmp_path):
     onednn.build()
 
 
-def test_oneDNN_names_its_kernels():
-  impl = onednn.implementation('weights', (8, 16, 16, 16), (3, 3, 16, 16), (8, 16, 16, 16),
+@pytest.mark.parametrize('which', ['forward', 'data', 'weights'])
+def test_oneDNN_names_its_kernels(which):
+  impl = onednn.implementation(which, (8, 16, 16, 16), (3, 3, 16, 16), (8, 16, 16, 16),
                                (1, 1), ((1, 1), (1, 1)), (1, 1))
   assert impl and impl != 'unavailable' and not impl.startswith('error'), impl
+  bad = onednn.implementation(which, (8, 16, 16, 16), (3, 3, 16, 16), (8, 99, 16, 16),
+                              (1, 1), ((1, 1), (1, 1)), (1, 1))  # an output size that is wrong
+  assert bad.startswith('error'), bad

@@ -362,3 +362,24 @@ def test_ramped_switch_rises_linearly_over_training():
   config.model.ramp = ('drop_path_rate',)
   with pytest.raises(ValueError, match='number of training steps'):
     make_steps(model, optax.sgd(0.0), optax.constant_schedule(0.0), config, mesh, (2, 2, 1))
+
+
+def test_the_compilation_cache_is_on_by_default_and_a_config_field(tmp_path):
+  # Tests keep theirs out of the user's home (conftest); a real run's default is ~/.cache.
+  assert config_lib.default_config().compilation_cache_dir == \
+      os.environ['CNN_HISTORY_COMPILATION_CACHE']
+  env = {k: v for k, v in os.environ.items() if k != 'CNN_HISTORY_COMPILATION_CACHE'}
+  env.update(PYTHONPATH=ROOT, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0')
+
+  def run(home, *flags):
+    done = subprocess.run([sys.executable, '-m', 'cnn_history.main', '--config=tests/configs/tiny.py',
+                           f'--workdir={home / "run"}', '--config.num_steps=2', *flags],
+                          env={**env, 'HOME': str(home)}, cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+  run(tmp_path / 'a')
+  cached = list((tmp_path / 'a' / '.cache' / 'cnn_history' / 'xla').iterdir())
+  assert any('train_step' in p.name for p in cached), cached
+  run(tmp_path / 'b', '--config.compilation_cache_dir=')
+  assert not (tmp_path / 'b' / '.cache' / 'cnn_history').exists()

@@ -76,6 +76,9 @@ def train_batches(split: Split, preprocess: str | Sequence[str], global_batch: i
     raise DataError(f'The {split.name} split has {split.num_examples} examples, fewer than one '
                     f'global batch of {global_batch}; lower config.batch_size.')
   pipelines = [augment.parse(ops) for ops in cycle]  # (bad ops fail here, not at first use)
+  if split.in_memory and all(p.deterministic for p in pipelines) and (
+      sum(_preprocessed_bytes(split, ops) for ops in cycle) <= PRECOMPUTE_LIMIT_BYTES):
+    return _precomputed_batches(split, pipelines, global_batch, seed, start_step, host)
   if len(pipelines) == 1:
     return _as_numpy(_train_dataset(split, pipelines[0], global_batch, seed, start_step, 2**62,
                                     host, shuffle_buffer).prefetch(prefetch))
@@ -88,6 +91,47 @@ def train_batches(split: Split, preprocess: str | Sequence[str], global_batch: i
       yield from _as_numpy(ds.prefetch(prefetch))
 
   return by_epoch()
+
+
+# A seed-free preprocessing of an in-memory split is applied once to the whole split, up to
+# this size; each batch is then a gather in numpy, with no tf.data thread to wait for (LeNet-5's
+# small steps on 2 cores: results/benchmarks/README.md, section 3).
+PRECOMPUTE_LIMIT_BYTES = 2 << 30
+
+
+def _preprocessed_bytes(split: Split, preprocess: str) -> int:
+  shape = augment.output_shape(augment.parse(preprocess), split.image_shape)
+  if any(d is None for d in shape):
+    return 2**62
+  return split.num_examples * int(np.prod(shape)) * 4
+
+
+def _preprocess_all(split: Split, pipeline, chunk: int = 4096) -> np.ndarray:
+  """pipeline applied to every image of an in-memory split (seed-free ops: no seed needed),
+  in the same vectorised form as a batch of the tf.data path: the same images."""
+  unused_seed = _seed(0, 0)
+  fn = tf.function(lambda images: tf.vectorized_map(lambda image: pipeline(image, unused_seed),
+                                                    images, fallback_to_while_loop=True))
+  return np.concatenate([fn(tf.constant(split.images[i:i + chunk])).numpy()
+                         for i in range(0, split.num_examples, chunk)])
+
+
+def _precomputed_batches(split: Split, pipelines, global_batch: int, seed: int,
+                         start_step: int, host: HostSlice) -> Iterator[dict[str, np.ndarray]]:
+  """The in-memory path's batches (same order, same images) from preprocessed copies of the
+  split: epoch e reads copy e % len(pipelines)."""
+  local = host.local(global_batch)
+  steps_per_epoch = split.num_examples // global_batch
+  offset = host.process_index * local
+  copies = [_preprocess_all(split, p) for p in pipelines]
+  labels = np.asarray(split.labels)
+  epoch = None
+  for step in range(start_step, 2**62):
+    e, b = divmod(step, steps_per_epoch)
+    if e != epoch:
+      epoch, perm = e, epoch_permutation(seed, e, split.num_examples)
+    idx = perm[b * global_batch + offset:b * global_batch + offset + local]
+    yield {'image': copies[e % len(copies)][idx], 'label': labels[idx]}
 
 
 def _train_dataset(split: Split, pipeline, global_batch: int, seed: int, start_step: int,
