@@ -11,7 +11,8 @@ fraction of a measured matmul peak, and peak memory. With a real input pipeline 
 two input costs: "data wait", the share of each step spent fetching its batch (the next batch
 is fetched after the step ends, so this includes the copy to the device), and "in loop", how
 much slower the trainer's own loop (which fetches the next batch while the step runs) is than
-with a batch already on the devices. With --synthetic (the default) the batch lives on
+with a batch already on the devices. The JSON records which convolutions ran ('lax' with
+--reference-convolutions; 'cnn_history+onednn' where the oneDNN custom call is in use). With --synthetic (the default) the batch lives on
 the devices and only the step is timed. More than the visible devices on a CPU needs
 XLA_FLAGS=--xla_force_host_platform_device_count=N set before the run.
 """
@@ -92,10 +93,11 @@ def peak_memory_bytes() -> dict[str, float]:
 
 
 def run(args) -> dict[str, Any]:
-  if getattr(args, 'reference_convolutions', False):  # lax's depthwise convolutions, to compare
+  if getattr(args, 'reference_convolutions', False):  # lax's convolutions, to compare
     with layers.reference_convolutions():
-      return _run(args)
-  return _run(args)
+      return {**_run(args), 'convolutions': 'lax'}
+  from cnn_history import onednn  # pylint: disable=g-import-not-at-top
+  return {**_run(args), 'convolutions': 'cnn_history+onednn' if onednn.in_use() else 'cnn_history'}
 
 
 def _run(args) -> dict[str, Any]:

@@ -30,6 +30,7 @@ def test_synthetic_train_step_report(tmp_path, capsys):
   assert result['utilisation'] == pytest.approx(result['gflops'] / result['peak_matmul_gflops'])
   assert 0.0 <= result['data_wait_fraction'] < 1.0 and result['steps'] == 2
   assert result['input_loop_slowdown'] == 0.0  # no input pipeline: nothing to slow the loop
+  assert result['convolutions'] == 'cnn_history'  # 8 devices here: no oneDNN custom call
   assert result['host_max_rss_bytes'] > 0
   table = capsys.readouterr().out.splitlines()
   assert table[0].split()[:3] == ['model', 'mode', 'batch'] and table[1].startswith('lenet5')
