@@ -63,26 +63,17 @@ Descs MakeDescs(const Key& k) {
   return d;
 }
 
-struct Forward {
-  dnnl::convolution_forward::primitive_desc pd;
-  dnnl::convolution_forward primitive;
+// A primitive ready to run, with the user's kernel layout (HWIO) it reads or writes.
+template <typename Primitive>
+struct Prepared {
+  typename Primitive::primitive_desc pd;
+  Primitive primitive;
   dnnl::memory::desc weights_user;
-  bool reorder_weights;
 };
 
-struct BackwardData {
-  dnnl::convolution_backward_data::primitive_desc pd;
-  dnnl::convolution_backward_data primitive;
-  dnnl::memory::desc weights_user;
-  bool reorder_weights;
-};
-
-struct BackwardWeights {
-  dnnl::convolution_backward_weights::primitive_desc pd;
-  dnnl::convolution_backward_weights primitive;
-  dnnl::memory::desc weights_user;
-  bool reorder_weights;
-};
+using Forward = Prepared<dnnl::convolution_forward>;
+using BackwardData = Prepared<dnnl::convolution_backward_data>;
+using BackwardWeights = Prepared<dnnl::convolution_backward_weights>;
 
 template <typename T>
 class Cache {
@@ -104,8 +95,7 @@ class Cache {
 
 Forward MakeForward(const Key& key) {
   Descs d = MakeDescs(key);
-  return {d.forward, dnnl::convolution_forward(d.forward), d.weights_user,
-          d.forward.weights_desc() != d.weights_user};
+  return {d.forward, dnnl::convolution_forward(d.forward), d.weights_user};
 }
 
 BackwardData MakeBackwardData(const Key& key) {
@@ -116,8 +106,7 @@ BackwardData MakeBackwardData(const Key& key) {
                                             weights_any, d.dst, d.strides, d.dilates, d.pad_l,
                                             d.pad_r),
       Engine(), d.forward);
-  return {pd, dnnl::convolution_backward_data(pd), d.weights_user,
-          pd.weights_desc() != d.weights_user};
+  return {pd, dnnl::convolution_backward_data(pd), d.weights_user};
 }
 
 BackwardWeights MakeBackwardWeights(const Key& key) {
@@ -128,132 +117,114 @@ BackwardWeights MakeBackwardWeights(const Key& key) {
                                                weights_any, d.dst, d.strides, d.dilates,
                                                d.pad_l, d.pad_r),
       Engine(), d.forward);
-  return {pd, dnnl::convolution_backward_weights(pd), d.weights_user,
-          pd.diff_weights_desc() != d.weights_user};
+  return {pd, dnnl::convolution_backward_weights(pd), d.weights_user};
 }
 
-Cache<Forward>& ForwardCache() {
-  static auto* cache = new Cache<Forward>();
+// The prepared primitives, one per convolution geometry (built on first use).
+template <typename T>
+Cache<T>& CacheOf() {
+  static auto* cache = new Cache<T>();
   return *cache;
 }
 
-Cache<BackwardData>& DataCache() {
-  static auto* cache = new Cache<BackwardData>();
-  return *cache;
-}
+Cache<Forward>& ForwardCache() { return CacheOf<Forward>(); }
+Cache<BackwardData>& DataCache() { return CacheOf<BackwardData>(); }
+Cache<BackwardWeights>& WeightsCache() { return CacheOf<BackwardWeights>(); }
 
-Cache<BackwardWeights>& WeightsCache() {
-  static auto* cache = new Cache<BackwardWeights>();
-  return *cache;
-}
+// Which buffer is which: activations x [N,H,W,I], outputs y [N,Ho,Wo,O], kernel k [KH,KW,I,O].
+struct Shapes {
+  ffi::Span<const int64_t> x, y, k;
+};
 
-ffi::Error Check(bool ok, const char* what) {
-  return ok ? ffi::Error::Success() : ffi::Error(ffi::ErrorCode::kInvalidArgument, what);
-}
-
-// y[N,Ho,Wo,O] from x[N,H,W,I] and w[KH,KW,I,O].
-ffi::Error ForwardImpl(ffi::Buffer<ffi::F32> x_buf, ffi::Buffer<ffi::F32> w,
-                       ffi::ResultBuffer<ffi::F32> y_buf, int64_t sh, int64_t sw, int64_t pt,
-                       int64_t pb, int64_t pl, int64_t pr, int64_t dh, int64_t dw) {
-  auto x = x_buf.dimensions(), k = w.dimensions(), y = y_buf->dimensions();
-  if (auto e = Check(y.size() == 4 && k.size() == 4 && x.size() == 4 && k[3] == y[3] &&
-                         k[2] == x[3] && x[0] == y[0],
-                     "cnn_history oneDNN forward: inconsistent shapes");
-      e.failure())
-    return e;
+// Checks the shapes, then runs `body` with the cache key of this convolution; oneDNN's errors
+// come back to XLA as errors that name the pass.
+template <typename Body>
+ffi::Error Run(const char* pass, Shapes s, int64_t sh, int64_t sw, int64_t pt, int64_t pb,
+               int64_t pl, int64_t pr, int64_t dh, int64_t dw, Body body) {
+  if (s.x.size() != 4 || s.y.size() != 4 || s.k.size() != 4 || s.k[3] != s.y[3] ||
+      s.k[2] != s.x[3] || s.x[0] != s.y[0]) {
+    return ffi::Error(ffi::ErrorCode::kInvalidArgument,
+                      std::string("cnn_history oneDNN ") + pass + ": inconsistent shapes");
+  }
   try {
-    Key key{x[0], x[1], x[2], x[3], y[1], y[2], y[3], k[0], k[1], sh, sw, pt, pb, pl, pr, dh,
-            dw};
-    auto conv = ForwardCache().Get(key, MakeForward);
-    auto& engine = Engine();
-    dnnl::stream stream(engine);
-    dnnl::memory weights(conv->weights_user, engine, w.typed_data());
-    dnnl::memory src(conv->pd.src_desc(), engine, x_buf.typed_data());
-    dnnl::memory dst(conv->pd.dst_desc(), engine, y_buf->typed_data());
-    if (conv->reorder_weights) {
-      dnnl::memory blocked(conv->pd.weights_desc(), engine);
-      dnnl::reorder(weights, blocked).execute(stream, weights, blocked);
-      weights = blocked;
-    }
-    conv->primitive.execute(stream, {{DNNL_ARG_SRC, src},
-                                     {DNNL_ARG_WEIGHTS, weights},
-                                     {DNNL_ARG_DST, dst}});
-    stream.wait();
+    body(Key{s.x[0], s.x[1], s.x[2], s.x[3], s.y[1], s.y[2], s.y[3], s.k[0], s.k[1], sh, sw, pt,
+             pb, pl, pr, dh, dw});
   } catch (const dnnl::error& e) {
     return ffi::Error(ffi::ErrorCode::kInternal,
-                      std::string("cnn_history oneDNN forward: ") + e.what());
+                      std::string("cnn_history oneDNN ") + pass + ": " + e.what());
   }
   return ffi::Error::Success();
 }
 
-// dx[N,H,W,I] from dy[N,Ho,Wo,O] and w[KH,KW,I,O].
-ffi::Error BackwardDataImpl(ffi::Buffer<ffi::F32> dy, ffi::Buffer<ffi::F32> w,
-                            ffi::ResultBuffer<ffi::F32> dx, int64_t sh, int64_t sw, int64_t pt,
-                            int64_t pb, int64_t pl, int64_t pr, int64_t dh, int64_t dw) {
-  auto y = dy.dimensions(), k = w.dimensions(), x = dx->dimensions();
-  if (auto e = Check(y.size() == 4 && k.size() == 4 && x.size() == 4 && k[3] == y[3] &&
-                         k[2] == x[3] && x[0] == y[0],
-                     "cnn_history oneDNN backward-data: inconsistent shapes");
-      e.failure())
-    return e;
-  try {
-    Key key{x[0], x[1], x[2], x[3], y[1], y[2], y[3], k[0], k[1], sh, sw, pt, pb, pl, pr, dh,
-            dw};
-    auto conv = DataCache().Get(key, MakeBackwardData);
-    auto& engine = Engine();
-    dnnl::stream stream(engine);
-    dnnl::memory weights(conv->weights_user, engine, w.typed_data());
-    dnnl::memory diff_dst(conv->pd.diff_dst_desc(), engine, dy.typed_data());
-    dnnl::memory diff_src(conv->pd.diff_src_desc(), engine, dx->typed_data());
-    if (conv->reorder_weights) {
-      dnnl::memory blocked(conv->pd.weights_desc(), engine);
-      dnnl::reorder(weights, blocked).execute(stream, weights, blocked);
-      weights = blocked;
-    }
-    conv->primitive.execute(stream, {{DNNL_ARG_DIFF_DST, diff_dst},
-                                     {DNNL_ARG_WEIGHTS, weights},
-                                     {DNNL_ARG_DIFF_SRC, diff_src}});
-    stream.wait();
-  } catch (const dnnl::error& e) {
-    return ffi::Error(ffi::ErrorCode::kInternal,
-                      std::string("cnn_history oneDNN backward-data: ") + e.what());
-  }
-  return ffi::Error::Success();
+// The user's HWIO kernel in the layout the primitive wants (a reorder when they differ).
+dnnl::memory KernelFor(const dnnl::memory::desc& wanted, const dnnl::memory::desc& user,
+                       void* data, dnnl::stream& stream) {
+  dnnl::memory given(user, Engine(), data);
+  if (wanted == user) return given;
+  dnnl::memory blocked(wanted, Engine());
+  dnnl::reorder(given, blocked).execute(stream, given, blocked);
+  return blocked;
 }
 
-// dw[KH,KW,I,O] from x[N,H,W,I] and dy[N,Ho,Wo,O].
-ffi::Error BackwardWeightsImpl(ffi::Buffer<ffi::F32> x_buf, ffi::Buffer<ffi::F32> dy,
-                               ffi::ResultBuffer<ffi::F32> dw_buf, int64_t sh, int64_t sw,
-                               int64_t pt, int64_t pb, int64_t pl, int64_t pr, int64_t dh,
-                               int64_t dw) {
-  auto x = x_buf.dimensions(), y = dy.dimensions(), k = dw_buf->dimensions();
-  if (auto e = Check(y.size() == 4 && k.size() == 4 && x.size() == 4 && k[3] == y[3] &&
-                         k[2] == x[3] && x[0] == y[0],
-                     "cnn_history oneDNN backward-weights: inconsistent shapes");
-      e.failure())
-    return e;
-  try {
-    Key key{x[0], x[1], x[2], x[3], y[1], y[2], y[3], k[0], k[1], sh, sw, pt, pb, pl, pr, dh,
-            dw};
-    auto conv = WeightsCache().Get(key, MakeBackwardWeights);
-    auto& engine = Engine();
-    dnnl::stream stream(engine);
-    dnnl::memory src(conv->pd.src_desc(), engine, x_buf.typed_data());
-    dnnl::memory diff_dst(conv->pd.diff_dst_desc(), engine, dy.typed_data());
-    dnnl::memory diff_weights(conv->weights_user, engine, dw_buf->typed_data());
-    dnnl::memory target = diff_weights;
-    if (conv->reorder_weights) target = dnnl::memory(conv->pd.diff_weights_desc(), engine);
-    conv->primitive.execute(stream, {{DNNL_ARG_SRC, src},
-                                     {DNNL_ARG_DIFF_DST, diff_dst},
-                                     {DNNL_ARG_DIFF_WEIGHTS, target}});
-    if (conv->reorder_weights)
-      dnnl::reorder(target, diff_weights).execute(stream, target, diff_weights);
-    stream.wait();
-  } catch (const dnnl::error& e) {
-    return ffi::Error(ffi::ErrorCode::kInternal,
-                      std::string("cnn_history oneDNN backward-weights: ") + e.what());
-  }
-  return ffi::Error::Success();
+#define GEOMETRY_ARGS                                                                     \
+  int64_t sh, int64_t sw, int64_t pt, int64_t pb, int64_t pl, int64_t pr, int64_t dh,     \
+      int64_t dw
+#define GEOMETRY sh, sw, pt, pb, pl, pr, dh, dw
+
+// y from x and k.
+ffi::Error ForwardImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> k,
+                       ffi::ResultBuffer<ffi::F32> y, GEOMETRY_ARGS) {
+  return Run("forward", {x.dimensions(), y->dimensions(), k.dimensions()}, GEOMETRY,
+             [&](const Key& key) {
+               auto conv = ForwardCache().Get(key, MakeForward);
+               dnnl::stream stream(Engine());
+               dnnl::memory kernel =
+                   KernelFor(conv->pd.weights_desc(), conv->weights_user, k.typed_data(), stream);
+               conv->primitive.execute(
+                   stream, {{DNNL_ARG_SRC, {conv->pd.src_desc(), Engine(), x.typed_data()}},
+                            {DNNL_ARG_WEIGHTS, kernel},
+                            {DNNL_ARG_DST, {conv->pd.dst_desc(), Engine(), y->typed_data()}}});
+               stream.wait();
+             });
+}
+
+// dx from dy and k.
+ffi::Error BackwardDataImpl(ffi::Buffer<ffi::F32> dy, ffi::Buffer<ffi::F32> k,
+                            ffi::ResultBuffer<ffi::F32> dx, GEOMETRY_ARGS) {
+  return Run("backward-data", {dx->dimensions(), dy.dimensions(), k.dimensions()}, GEOMETRY,
+             [&](const Key& key) {
+               auto conv = DataCache().Get(key, MakeBackwardData);
+               dnnl::stream stream(Engine());
+               dnnl::memory kernel =
+                   KernelFor(conv->pd.weights_desc(), conv->weights_user, k.typed_data(), stream);
+               conv->primitive.execute(
+                   stream,
+                   {{DNNL_ARG_DIFF_DST, {conv->pd.diff_dst_desc(), Engine(), dy.typed_data()}},
+                    {DNNL_ARG_WEIGHTS, kernel},
+                    {DNNL_ARG_DIFF_SRC, {conv->pd.diff_src_desc(), Engine(), dx->typed_data()}}});
+               stream.wait();
+             });
+}
+
+// dk from x and dy.
+ffi::Error BackwardWeightsImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> dy,
+                               ffi::ResultBuffer<ffi::F32> dk, GEOMETRY_ARGS) {
+  return Run("backward-weights", {x.dimensions(), dy.dimensions(), dk->dimensions()}, GEOMETRY,
+             [&](const Key& key) {
+               auto conv = WeightsCache().Get(key, MakeBackwardWeights);
+               dnnl::stream stream(Engine());
+               dnnl::memory user(conv->weights_user, Engine(), dk->typed_data());
+               bool reorder = conv->pd.diff_weights_desc() != conv->weights_user;
+               dnnl::memory target =
+                   reorder ? dnnl::memory(conv->pd.diff_weights_desc(), Engine()) : user;
+               conv->primitive.execute(
+                   stream,
+                   {{DNNL_ARG_SRC, {conv->pd.src_desc(), Engine(), x.typed_data()}},
+                    {DNNL_ARG_DIFF_DST, {conv->pd.diff_dst_desc(), Engine(), dy.typed_data()}},
+                    {DNNL_ARG_DIFF_WEIGHTS, target}});
+               if (reorder) dnnl::reorder(target, user).execute(stream, target, user);
+               stream.wait();
+             });
 }
 
 }  // namespace
