@@ -40,17 +40,25 @@ from cnn_history.models import layers, summary  # noqa: E402
 from cnn_history.steps import make_steps  # noqa: E402
 
 
-def matmul_peak_gflops(dtype: str = 'float32', size: int = 2048, repeats: int = 10) -> float:
-  """Measured dense matmul throughput of one device (GFLOP/s), the reference for utilisation."""
-  a = jnp.ones((size, size), dtype)
-  f = jax.jit(lambda x: x @ x)
+def matmul_peak_gflops(dtype: str = 'float32', size: int = 0, repeats: int = 5) -> float:
+  """Measured dense matmul throughput of one device (GFLOP/s), the reference for utilisation.
+
+  On a CPU one 2048x2048 product per call; on an accelerator a chain of ten 8192x8192 products
+  in one call (smaller ones, or one per call, measure dispatch rather than the chip: 2048 on an
+  H200 gave 117 TFLOP/s in bfloat16, about a seventh of its peak).
+  """
+  accelerator = jax.default_backend() != 'cpu'
+  size = size or (8192 if accelerator else 2048)
+  chain = 10 if accelerator else 1
+  a = (jax.random.normal(jax.random.key(0), (size, size)) / np.sqrt(size)).astype(dtype)
+  f = jax.jit(lambda x: jax.lax.fori_loop(0, chain, lambda _, y: y @ x, x))
   f(a).block_until_ready()
   times = []
   for _ in range(repeats):
     start = time.perf_counter()
     f(a).block_until_ready()
     times.append(time.perf_counter() - start)
-  return 2 * size ** 3 / min(times) / 1e9
+  return 2 * size ** 3 * chain / min(times) / 1e9
 
 
 def _config_for(args) -> Any:

@@ -172,3 +172,23 @@ def test_oneDNN_names_its_kernels(which):
   bad = onednn.implementation(which, (8, 16, 16, 16), (3, 3, 16, 16), (8, 99, 16, 16),
                               (1, 1), ((1, 1), (1, 1)), (1, 1))  # an output size that is wrong
   assert bad.startswith('error'), bad
+
+
+def test_cpu_forms_only_on_cpu(monkeypatch):
+  """GPU and TPU backends get lax's convolutions (cuDNN's): the depthwise tap loop, the 1x1
+  gradient VJP and the oneDNN call are CPU forms (XLA's GPU compiler once aborted on them)."""
+  x = jnp.ones((2, 12, 12, 8))
+
+  def primitives(module):
+    variables = jax.eval_shape(lambda: module.init(jax.random.key(0), x))
+    return str(jax.make_jaxpr(jax.grad(lambda v: jnp.sum(module.apply(v, x))))(variables))
+
+  depthwise, pointwise = layers.Conv(8, (3, 3), feature_group_count=8), layers.Conv(4, (1, 1))
+  on_cpu = primitives(depthwise) + primitives(pointwise)
+  assert 'custom_vjp_call' in on_cpu
+  monkeypatch.setattr(jax, 'default_backend', lambda: 'gpu')
+  with onednn.enabled():
+    on_gpu = [primitives(m) for m in (depthwise, pointwise, layers.Conv(4, (3, 3)))]
+  for jaxpr in on_gpu:
+    assert 'custom_vjp_call' not in jaxpr and 'cnn_history_conv_' not in jaxpr
+    assert 'conv_general_dilated' in jaxpr

@@ -470,9 +470,14 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
   matrix products (`_pointwise`; ResNet-50 training +30%); and, on a one-device CPU backend
   where the custom call is built, any other float32 NHWC convolution (kernel larger than 1x1,
   no groups) is oneDNN's with its gradients (`cnn_history.onednn.conv`). All equal lax's
-  results up to float rounding. `Conv` (below) is nn.Conv with this function; within
-  `reference_convolutions()` every convolution is lax's."""
+  results up to float rounding. They are CPU forms: on GPU and TPU backends, and within
+  `reference_convolutions()`, every convolution is lax's. `Conv` (below) is nn.Conv with this
+  function."""
   channels = lhs.shape[-1] if lhs.ndim == 4 else -1
+  if _REFERENCE_CONVOLUTIONS[-1] or jax.default_backend() != 'cpu':  # GPU/TPU: cuDNN's, XLA's
+    return jax.lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation,
+                                        rhs_dilation, dimension_numbers, feature_group_count,
+                                        batch_group_count, precision, preferred_element_type)
   if (not _REFERENCE_CONVOLUTIONS[-1] and lhs.ndim == 4 and feature_group_count == channels > 1
       and tuple(rhs.shape[2:]) == (1, channels) and batch_group_count == 1
       and (lhs_dilation is None or all(v == 1 for v in lhs_dilation))
