@@ -1,7 +1,8 @@
-"""oneDNN convolutions for XLA:CPU: an XLA FFI custom call (cnn_history/csrc/onednn_conv.cc).
+"""CPU custom calls for XLA:CPU: oneDNN's convolutions (cnn_history/csrc/onednn_conv.cc) and a
+fused training-mode batch normalisation (cnn_history/csrc/batch_norm.cc), as XLA FFI targets.
 
-XLA:CPU lowers a convolution's two gradients poorly: the kernel gradient runs as a
-convolution over the batch, and a strided convolution's input gradient as a convolution of
+Convolutions. XLA:CPU lowers a convolution's two gradients poorly: the kernel gradient runs as
+a convolution over the batch, and a strided convolution's input gradient as a convolution of
 the zero-spread output gradient, each several times the forward pass; and its forward pass is
 slow at few channels (ResNet-20's 16-channel layers). oneDNN, the library
 under PyTorch's CPU convolutions, has direct kernels for all three (NHWC activations, the
@@ -9,17 +10,25 @@ kernel reordered to its blocked layout). `conv` is the convolution with oneDNN's
 and gradients; `python benchmarks/conv_lowering.py` times each layer both ways and
 results/benchmarks/README.md records what it gains whole networks.
 
-Availability: the shared library is built from cnn_history/csrc/onednn_conv.cc by
+Batch normalisation. `batch_norm` is BN's training pass with the residual add and ReLU that
+follow it in a ResNet block, forward and backward, each direction two or three passes over the
+tensor. XLA fuses the same arithmetic but, in a residual network, re-fuses each block's output
+into the next block's (re-reading every earlier block's convolution output) and runs the
+per-channel sums as separate loops. `layers.BatchNorm` uses it in float32 training where the
+convolutions are oneDNN's (below); FUSED_BATCH_NORM (CNN_HISTORY_FUSED_BATCH_NORM=0) turns
+just it off.
+
+Availability: the shared library is built from both sources by
 
     python -m cnn_history.onednn     # needs g++ and oneDNN 2.x's headers:
                                      # apt-get install g++ libdnnl-dev
 
-(`scripts/setup.sh` runs it). Without it every convolution is lax's. `layers.Conv` uses `conv`
-for float32 NHWC convolutions (no groups, no input dilation, kernel larger than 1x1) when the
-computation runs on a CPU backend with one device: a custom call is opaque to XLA's SPMD
-partitioner, so multi-device runs (and GPU/TPU) keep lax's convolutions. `enabled(...)`
-overrides that choice while a function is traced; CNN_HISTORY_ONEDNN=0 turns it off.
-"""
+(`scripts/setup.sh` runs it). Without it every convolution is lax's and BatchNorm XLA's.
+`layers.Conv` uses `conv` for float32 NHWC convolutions (no groups, no input dilation, kernel
+larger than 1x1) when the computation runs on a CPU backend with one device: a custom call is
+opaque to XLA's SPMD partitioner, so multi-device runs (and GPU/TPU) keep lax's convolutions
+and XLA's BatchNorm. `enabled(...)` overrides that choice while a function is traced;
+CNN_HISTORY_ONEDNN=0 turns both custom calls off."""
 
 from __future__ import annotations
 
@@ -39,9 +48,15 @@ import jax.numpy as jnp
 import numpy as np
 
 SOURCE = Path(__file__).resolve().parent / 'csrc' / 'onednn_conv.cc'
+SOURCES = (SOURCE, SOURCE.parent / 'batch_norm.cc')  # compiled into one library
 LIBRARY = SOURCE.parent / 'build' / 'libcnn_history_onednn.so'
 _TARGETS = {'forward': 'cnn_history_conv_forward', 'data': 'cnn_history_conv_backward_data',
-            'weights': 'cnn_history_conv_backward_weights'}
+            'weights': 'cnn_history_conv_backward_weights',
+            'bn_forward': 'cnn_history_batch_norm_forward',
+            'bn_backward': 'cnn_history_batch_norm_backward'}
+_SYMBOLS = {'forward': 'CnnHistoryConvForward', 'data': 'CnnHistoryConvBackwardData',
+            'weights': 'CnnHistoryConvBackwardWeights', 'bn_forward': 'CnnHistoryBatchNormForward',
+            'bn_backward': 'CnnHistoryBatchNormBackward'}
 _OVERRIDE: list[bool | None] = [None]
 INCLUDE_DIRS = ('/usr/include', '/usr/local/include')  # where oneDNN's headers are looked for
 
@@ -66,8 +81,8 @@ def build(verbose: bool = False) -> Path:
     root = os.environ['DNNL_ROOT']
     extra = [f'-I{root}/include', f'-L{root}/lib', f'-Wl,-rpath,{root}/lib']
   tmp = LIBRARY.with_suffix(f'.{os.getpid()}.tmp')
-  cmd = [compiler, '-O3', '-std=c++17', '-shared', '-fPIC', '-w',
-         f'-I{jax.ffi.include_dir()}', *extra, str(SOURCE), '-o', str(tmp), '-ldnnl']
+  cmd = [compiler, '-O3', '-std=c++17', '-shared', '-fPIC', '-fopenmp', '-w',
+         f'-I{jax.ffi.include_dir()}', *extra, *map(str, SOURCES), '-o', str(tmp), '-ldnnl']
   done = subprocess.run(cmd, capture_output=not verbose, text=True, check=False)
   if done.returncode:
     raise BuildError(f'Building {SOURCE.name} failed ({" ".join(cmd)}):\n{done.stderr}')
@@ -78,19 +93,15 @@ def build(verbose: bool = False) -> Path:
 @functools.lru_cache(maxsize=None)
 def _library() -> ctypes.CDLL | None:
   """The loaded library with its FFI targets registered, or None (not built, or stale)."""
-  if not LIBRARY.exists() or LIBRARY.stat().st_mtime < SOURCE.stat().st_mtime:
+  if not LIBRARY.exists() or LIBRARY.stat().st_mtime < max(p.stat().st_mtime for p in SOURCES):
     return None
   try:
     lib = ctypes.cdll.LoadLibrary(str(LIBRARY))
   except OSError:  # e.g. libdnnl.so missing at run time
     return None
-  jax.ffi.register_ffi_target(_TARGETS['forward'], jax.ffi.pycapsule(lib.CnnHistoryConvForward),
-                              platform='cpu')
-  jax.ffi.register_ffi_target(_TARGETS['data'], jax.ffi.pycapsule(lib.CnnHistoryConvBackwardData),
-                              platform='cpu')
-  jax.ffi.register_ffi_target(_TARGETS['weights'],
-                              jax.ffi.pycapsule(lib.CnnHistoryConvBackwardWeights),
-                              platform='cpu')
+  for key, target in _TARGETS.items():
+    jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(lib, _SYMBOLS[key])),
+                                platform='cpu')
   lib.CnnHistoryConvImplementation.restype = ctypes.c_char_p
   lib.CnnHistoryConvImplementation.argtypes = [ctypes.c_int64, ctypes.POINTER(ctypes.c_int64)]
   return lib
@@ -145,6 +156,9 @@ def _attrs(strides, pads: Pads, dilation) -> dict[str, np.int64]:
 
 
 FORWARD = True  # the forward pass too (False: XLA's forward pass, oneDNN's gradients)
+# layers.BatchNorm's training pass as `batch_norm` where `in_use()` (False: XLA's, to compare;
+# CNN_HISTORY_FUSED_BATCH_NORM=0 sets it).
+FUSED_BATCH_NORM = os.environ.get('CNN_HISTORY_FUSED_BATCH_NORM', '1') != '0'
 
 
 def _call(target: str, result_shape, *args, geometry) -> jax.Array:
@@ -180,6 +194,52 @@ def _conv_bwd(strides, pads, dilation, residuals, dy):
 
 
 conv.defvjp(_conv_fwd, _conv_bwd)
+
+
+def _bn_attrs(groups: int, epsilon: float, relu: bool) -> dict[str, np.generic]:
+  return {'groups': np.int64(groups), 'epsilon': np.float32(epsilon), 'relu': np.int64(relu)}
+
+
+_NONE = np.zeros((0,), np.float32)  # an absent optional operand
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6))
+def batch_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, residual: jax.Array | None,
+               groups: int, epsilon: float, relu: bool):
+  """Training-mode batch normalisation of float32 channels-last `x`, statistics over each of
+  `groups` consecutive slices of the batch, then `+ residual` (if given) and ReLU (if `relu`),
+  in one pass (cnn_history/csrc/batch_norm.cc). Returns (y, mean, var), the statistics of shape
+  (groups, C), the variance biased. Only y is differentiable: the statistics are for running
+  averages, and gradients reaching them are dropped. Call only where `available()`."""
+  _library()
+  c = x.shape[-1]
+  stats = jax.ShapeDtypeStruct((groups, c), jnp.float32)
+  return jax.ffi.ffi_call(
+      _TARGETS['bn_forward'], (jax.ShapeDtypeStruct(x.shape, jnp.float32), stats, stats),
+      vmap_method='sequential')(x, scale, bias, _NONE if residual is None else residual,
+                                **_bn_attrs(groups, epsilon, relu))
+
+
+def _batch_norm_fwd(x, scale, bias, residual, groups, epsilon, relu):
+  y, mean, var = batch_norm(x, scale, bias, residual, groups, epsilon, relu)
+  return (y, mean, var), (x, y if relu else None, mean, var, scale, residual is not None)
+
+
+def _batch_norm_bwd(groups, epsilon, relu, saved, cotangents):
+  x, y, mean, var, scale, has_residual = saved
+  dy = cotangents[0].astype(jnp.float32)
+  c = x.shape[-1]
+  out = (jax.ShapeDtypeStruct(x.shape, jnp.float32), jax.ShapeDtypeStruct((c,), jnp.float32),
+         jax.ShapeDtypeStruct((c,), jnp.float32),
+         jax.ShapeDtypeStruct(x.shape if has_residual else (0,), jnp.float32))
+  dx, dscale, dbias, dresidual = jax.ffi.ffi_call(
+      _TARGETS['bn_backward'], out, vmap_method='sequential')(
+          dy, x, _NONE if y is None else y, mean, var, scale,
+          **_bn_attrs(groups, epsilon, relu))
+  return dx, dscale, dbias, dresidual if has_residual else None
+
+
+batch_norm.defvjp(_batch_norm_fwd, _batch_norm_bwd)
 
 
 def implementation(which: str, x_shape: Sequence[int], kernel_shape: Sequence[int],

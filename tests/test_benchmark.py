@@ -3,6 +3,8 @@ itself is never asserted (results/benchmarks/ has the numbers); the fields' mean
 
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -72,3 +74,35 @@ def test_cpu_xla_defaults_and_their_opt_out(monkeypatch):
       monkeypatch.setenv(key, value)
     cnn_history._set_cpu_xla_defaults()  # pylint: disable=protected-access
     assert os.environ['XLA_FLAGS'] == expected, env
+
+
+_FAULTS = '''
+import resource, jax, jax.numpy as jnp
+import cnn_history
+# Two 64 MB temporaries (sin(x), cos(x).T): XLA:CPU allocates them as one block per execution.
+f = jax.jit(lambda x: jnp.tanh(jnp.sin(x) @ jnp.ones((4096, 8))).sum() + jnp.cos(x).T.sum(0).max())
+x = jnp.ones((4096, 4096), jnp.float32)
+for _ in range(3):  # compiles; the heap reaches its steady size
+  f(x).block_until_ready()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(4):
+  f(x).block_until_ready()
+print(cnn_history.MALLOC_TUNED, (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) // 4)
+'''
+
+
+def test_cpu_malloc_defaults_stop_per_step_page_faults():
+  """With glibc's defaults XLA:CPU's temporary block is mmapped afresh, and page-faulted, on
+  every execution; import cnn_history keeps it in the heap (CNN_HISTORY_MALLOC_DEFAULTS=0 does
+  not). Page faults are counted, not time."""
+  env = {k: v for k, v in os.environ.items() if not k.startswith(('CNN_HISTORY_MALLOC', 'XLA_'))}
+  runs = {}
+  for setting in ('1', '0'):
+    out = subprocess.run([sys.executable, '-c', _FAULTS], capture_output=True, text=True,
+                         env={**env, 'PYTHONPATH': ROOT, 'CNN_HISTORY_MALLOC_DEFAULTS': setting},
+                         cwd=ROOT, check=True)
+    tuned, faults = out.stdout.split()[-2:]
+    runs[setting] = (tuned, int(faults))
+  pages = 64 * 2**20 // 4096  # at least one temporary's pages
+  assert runs['0'][0] == 'False' and runs['0'][1] > pages, runs
+  assert runs['1'][0] == 'True' and runs['1'][1] < pages // 100, runs

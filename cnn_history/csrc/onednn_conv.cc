@@ -1,7 +1,7 @@
-// The two gradients of a 2-D convolution (NHWC activations, HWIO kernel, float32) as oneDNN
-// primitives, exposed to XLA:CPU through the XLA FFI. XLA:CPU's own lowering of these
-// gradients is its slowest part of training (results/benchmarks/README.md); oneDNN is what
-// PyTorch's CPU convolutions use. The forward pass stays XLA's (it fuses and is fast).
+// A 2-D convolution (NHWC activations, HWIO kernel, float32) and its two gradients as oneDNN
+// primitives, exposed to XLA:CPU through the XLA FFI. XLA:CPU's own lowering of the gradients
+// was its slowest part of training, and its forward pass is slow at few channels
+// (results/benchmarks/README.md); oneDNN is what PyTorch's CPU convolutions use.
 //
 // Geometry attributes (all int64): strides (sh, sw), padding (pt, pb, pl, pr; non-negative),
 // kernel dilation (dh, dw; 1 = none). The input and kernel shapes come from the buffers.

@@ -179,13 +179,13 @@ class ResidualBlock(nn.Module):
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     pre = self.preactivation
     zeros = nn.initializers.zeros
-    branch_input = nn.relu(self.norm(name='preact_bn')(x, train)) if pre else x
+    branch_input = self.norm(name='preact_bn')(x, train, relu=True) if pre else x
     specs = self.conv_specs()
     y = branch_input
     for i, (features, kernel, strides, groups) in enumerate(specs, 1):
       last = i == len(specs)
       if pre and i > 1:
-        y = nn.relu(self.norm(name=f'bn{i - 1}')(y, train))
+        y = self.norm(name=f'bn{i - 1}')(y, train, relu=True)
       if last and self.dropout_rate:
         y = nn.Dropout(self.dropout_rate, deterministic=not train)(y)
       conv = self.conv
@@ -196,10 +196,11 @@ class ResidualBlock(nn.Module):
                name=f'conv{i}')(y)
       if not pre:
         zero_gamma = last and self.zero_init_residual
-        y = self.norm(scale_init=zeros if zero_gamma else nn.initializers.ones,
-                      name=f'bn{i}')(y, train)
-        if not last:
-          y = nn.relu(y)
+        norm = self.norm(scale_init=zeros if zero_gamma else nn.initializers.ones,
+                         name=f'bn{i}')
+        if last and not self.se_reduction:  # relu(BN(y) + shortcut), fused where it can be
+          return norm(y, train, residual=self._shortcut(x, branch_input, train), relu=True)
+        y = norm(y, train, relu=not last)
     if self.se_reduction:
       y = layers.SqueezeExcite(self.features // self.se_reduction, dtype=self.dtype, name='se')(y)
     shortcut = self._shortcut(x, branch_input, train)
@@ -320,7 +321,7 @@ class ResNet(nn.Module):
                        split_rngs={'params': True, 'dropout': True}, length=repeats)
         x, _ = scan(block(**fields, name=name), x, None)
     if self.preactivation:
-      x = nn.relu(norm(name='final_bn')(x, train))
+      x = norm(name='final_bn')(x, train, relu=True)
     features = layers.global_avg_pool(x)
     self.sow('intermediates', 'features', features)
     if self.dropout_rate:
@@ -342,7 +343,7 @@ class ResNet(nn.Module):
       x = conv(features, (kernel, kernel), (strides, strides), kernel // 2,
                use_bias=self.conv_bias, name=f'stem_conv{i}')(x)
       if not (self.preactivation and i == len(convs)):  # v2: the first unit normalises it
-        x = nn.relu(norm(name=f'stem_bn{i}')(x, train))
+        x = norm(name=f'stem_bn{i}')(x, train, relu=True)
     if stem == '3x3':
       return x
     if self.stem_pool == 'ceil':
