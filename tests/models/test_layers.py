@@ -55,6 +55,30 @@ def test_batchnorm_span_must_divide_the_batch():
     bn.apply(variables, x, train=True, mutable=['batch_stats'])
 
 
+@pytest.mark.parametrize('shape,window,stride,padding,ceil_mode', [
+    ((2, 9, 9, 3), 3, 2, 1, False),              # ResNet's stem pool
+    ((2, 10, 11, 3), 3, 2, 'VALID', True),       # GoogLeNet's ceil_mode pools
+    ((1, 7, 7, 2), 3, 1, 'SAME', False),         # Inception's stride-1 branch pool
+    ((2, 12, 12, 5), 3, 2, ((0, 1), (1, 0)), False),
+    ((2, 8, 8, 4), 2, 2, 'VALID', False)], ids=str)
+def test_max_pool_gradient_equals_xlas(shape, window, stride, padding, ceil_mode):
+  """On CPU the max-pool gradient is a loop over the window's taps; it equals XLA's
+  select-and-scatter, ties included (the first maximum in the window takes the gradient)."""
+  rng = np.random.default_rng(sum(shape))
+  x = jnp.asarray(rng.normal(size=shape), jnp.float32)
+  x = x.at[:, ::3].set(0.0)  # ties: rows of equal values
+  pool = lambda x: layers.max_pool(x, window, stride, padding, ceil_mode)
+  y, vjp = jax.vjp(pool, x)
+  assert 'custom_vjp_call' in str(jax.make_jaxpr(pool)(x))
+  with layers.reference_convolutions():  # a new function: make_jaxpr caches traces
+    reference = lambda x: layers.max_pool(x, window, stride, padding, ceil_mode)
+    y_ref, vjp_ref = jax.vjp(reference, x)
+    assert 'custom_vjp_call' not in str(jax.make_jaxpr(reference)(x))
+  np.testing.assert_array_equal(y, y_ref)
+  dy = jnp.asarray(rng.normal(size=y.shape), jnp.float32)
+  np.testing.assert_allclose(vjp(dy)[0], vjp_ref(dy)[0], rtol=1e-6, atol=1e-6)
+
+
 @pytest.mark.parametrize('reduce', ['max', 'avg'])
 def test_pool_2x2_equals_reduce_window(reduce):
   x = np.random.default_rng(2).normal(size=(2, 6, 8, 3)).astype(np.float32)
