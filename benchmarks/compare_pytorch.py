@@ -25,6 +25,11 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
 
+# The package's CPU defaults each JAX run records (benchmarks/cpu_defaults.py measures them).
+DEFAULTS = {'fused_batch_norm': 'fused BatchNorm', 'tap_max_pool': 'tap max-pool gradient',
+            'malloc_defaults': 'malloc defaults'}
+
+
 def torch_case(python: str, model: str, batch: int, mode: str, layout: str, steps: int,
                threads: int) -> dict:
   out = subprocess.run([python, os.path.join(HERE, 'torch_models.py'), '--model', model,
@@ -70,6 +75,7 @@ def main() -> None:
       t = {layout: torch_case(args.torch_python, model, int(batch), mode, layout, args.steps,
                               threads) for layout in ('nchw', 'channels_last')}
       best = max(t.values(), key=lambda r: r['images_per_s'])
+      jax_defaults = j
       rows.append({'model': model, 'batch': int(batch), 'mode': mode,
                    'jax_images_per_s': j['images_per_s'], 'jax_compile_s': j['compile_s'],
                    'torch_nchw_images_per_s': t['nchw']['images_per_s'],
@@ -89,6 +95,7 @@ def main() -> None:
     from cnn_history import onednn  # pylint: disable=g-import-not-at-top
     meta = {'machine': machine(), 'jax': jax.__version__, 'xla_flags':
             os.environ.get('XLA_FLAGS', ''), 'onednn_convolutions': onednn.in_use(),
+            **{key: jax_defaults[key] for key in DEFAULTS},
             'threads': threads, 'steps': args.steps,
             'date': time.strftime('%Y-%m-%d'), 'command': ' '.join(sys.argv)}
     with open(os.path.join(args.out, 'comparison.json'), 'w') as f:
@@ -97,6 +104,8 @@ def main() -> None:
       f.write(f'# cnn_history vs PyTorch eager, float32\n\n{meta["machine"]}; JAX '
               f'{meta["jax"]}; XLA_FLAGS="{meta["xla_flags"]}"; oneDNN convolutions '
               f'(cnn_history/onednn.py): {"on" if meta["onednn_convolutions"] else "off"}; '
+              + ''.join(f'{name}: {"on" if meta[key] else "off"}; '
+                        for key, name in DEFAULTS.items()) +
               f'{threads} threads; median of '
               f'{args.steps} steps after warm-up; {meta["date"]}.\n\n`{meta["command"]}`\n\n'
               f'{table}\n')

@@ -34,6 +34,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
+import cnn_history  # noqa: E402
 from cnn_history import config as config_lib  # noqa: E402
 from cnn_history import models, optim, parallel  # noqa: E402
 from cnn_history.models import layers, summary  # noqa: E402
@@ -105,7 +106,11 @@ def run(args) -> dict[str, Any]:
     with layers.reference_convolutions():
       return {**_run(args), 'convolutions': 'lax'}
   from cnn_history import onednn  # pylint: disable=g-import-not-at-top
-  return {**_run(args), 'convolutions': 'cnn_history+onednn' if onednn.in_use() else 'cnn_history'}
+  custom = onednn.in_use()
+  return {**_run(args), 'convolutions': 'cnn_history+onednn' if custom else 'cnn_history',
+          'fused_batch_norm': custom and onednn.FUSED_BATCH_NORM,
+          'tap_max_pool': layers.TAP_MAX_POOL and jax.default_backend() == 'cpu',
+          'malloc_defaults': cnn_history.MALLOC_TUNED}
 
 
 def _run(args) -> dict[str, Any]:
@@ -176,9 +181,11 @@ def _run(args) -> dict[str, Any]:
       wait.append(t1 - t0)
       times.append(t2 - t0)
   step_s = statistics.median(times)
-  # The trainer does not wait for a step before fetching the next batch (JAX dispatches
-  # asynchronously): the input's cost to it is how much slower its loop runs with the real
-  # pipeline than with one batch already on the devices (best of 3 interleaved runs each).
+  # The trainer's loop does not block on a step's results (JAX dispatches multi-device steps
+  # asynchronously; one-device CPU steps run inline under the malloc defaults, while
+  # tf.data prefetches): the input's cost to it is how much slower
+  # that loop runs with the real pipeline than with one batch already on the devices (best of
+  # 3 interleaved runs each).
   loop_slowdown = 0.0
   if args.config and not args.synthetic:
     def loop(get_batch) -> float:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 from typing import Any
 
 import flax.linen as nn
@@ -159,11 +160,16 @@ def max_pool(x: jax.Array, window: int, stride: int, padding: Padding = 'VALID',
   pads = explicit_padding(padding)
   if ceil_mode:
     pads = _ceil_pads(x.shape[1:3], window, stride, 'VALID' if pads == 'VALID' else pads)
-  if x.ndim == 4 and jax.default_backend() == 'cpu' and not _REFERENCE_CONVOLUTIONS[-1]:
+  if (TAP_MAX_POOL and x.ndim == 4 and jax.default_backend() == 'cpu'
+      and not _REFERENCE_CONVOLUTIONS[-1]):
     explicit = _explicit_pads(pads, x.shape[1:3], (window, window), (stride, stride), (1, 1))
     if explicit is not None:
       return _max_pool(x, window, stride, explicit)
   return nn.max_pool(x, (window, window), (stride, stride), pads)
+
+
+# Max-pooling's gradient as a tap loop on CPU (False, or CNN_HISTORY_TAP_MAX_POOL=0: XLA's).
+TAP_MAX_POOL = os.environ.get('CNN_HISTORY_TAP_MAX_POOL', '1') != '0'
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
