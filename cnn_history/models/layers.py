@@ -500,12 +500,10 @@ def depthwise_conv(x: jax.Array, kernel: jax.Array, strides=(1, 1), padding='VAL
   convolution (results/benchmarks/README.md): the same arithmetic in another order."""
   kh, kw = kernel.shape[:2]
   strides, dilation = tuple(strides), tuple(dilation)
-  if isinstance(padding, str):
-    pads = ((_same_padding(x.shape[1], kh, strides[0], dilation[0]),
-             _same_padding(x.shape[2], kw, strides[1], dilation[1]))
-            if padding == 'SAME' else ((0, 0), (0, 0)))
-  else:
-    pads = tuple(tuple(int(v) for v in p) for p in padding)
+  pads = _explicit_pads(padding, x.shape[1:3], (kh, kw), strides, dilation)
+  if pads is None:
+    raise ValueError(f"depthwise_conv: padding {padding!r} is not 'SAME', 'VALID' or "
+                     'non-negative (lo, hi) pairs.')
   return _depthwise(x, kernel, strides, pads, dilation)
 
 
@@ -550,25 +548,23 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
   `reference_convolutions()`, every convolution is lax's. `Conv` (below) is nn.Conv with this
   function."""
   channels = lhs.shape[-1] if lhs.ndim == 4 else -1
-  if _REFERENCE_CONVOLUTIONS[-1] or jax.default_backend() != 'cpu':  # GPU/TPU: cuDNN's, XLA's
-    return jax.lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation,
-                                        rhs_dilation, dimension_numbers, feature_group_count,
-                                        batch_group_count, precision, preferred_element_type)
-  if (not _REFERENCE_CONVOLUTIONS[-1] and lhs.ndim == 4 and feature_group_count == channels > 1
+  # The CPU forms; GPU/TPU get lax's (cuDNN's, XLA's).
+  cpu = not _REFERENCE_CONVOLUTIONS[-1] and jax.default_backend() == 'cpu'
+  if (cpu and lhs.ndim == 4 and feature_group_count == channels > 1
       and tuple(rhs.shape[2:]) == (1, channels) and batch_group_count == 1
       and (lhs_dilation is None or all(v == 1 for v in lhs_dilation))
       and preferred_element_type is None
       and jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers) == _NHWC):
     return depthwise_conv(lhs, rhs, tuple(window_strides), padding,
                           tuple(rhs_dilation) if rhs_dilation else (1, 1))
-  if (POINTWISE_VJP and not _REFERENCE_CONVOLUTIONS[-1] and lhs.ndim == 4
+  if (cpu and POINTWISE_VJP and lhs.ndim == 4
       and tuple(rhs.shape[:2]) == (1, 1) and feature_group_count == 1
       and batch_group_count == 1 and preferred_element_type is None
       and all(d is None or all(v == 1 for v in d) for d in (lhs_dilation, rhs_dilation))
       and (padding in ('SAME', 'VALID') or all(tuple(p) == (0, 0) for p in padding))
       and jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers) == _NHWC):
     return _pointwise(lhs, rhs, tuple(window_strides))
-  if (not _REFERENCE_CONVOLUTIONS[-1] and lhs.ndim == 4 and feature_group_count == 1
+  if (cpu and lhs.ndim == 4 and feature_group_count == 1
       and batch_group_count == 1 and preferred_element_type is None
       and lhs.dtype == rhs.dtype == jnp.float32 and tuple(rhs.shape[:2]) != (1, 1)
       and (lhs_dilation is None or all(v == 1 for v in lhs_dilation))
