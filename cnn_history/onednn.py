@@ -213,6 +213,9 @@ def batch_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, residual: jax.Ar
   averages, and gradients reaching them are dropped. Call only where `available()`."""
   _library()
   c = x.shape[-1]
+  if residual is not None and residual.shape != x.shape:
+    raise ValueError(f'batch_norm: the residual {residual.shape} must have the shape of x '
+                     f'{x.shape}.')
   stats = jax.ShapeDtypeStruct((groups, c), jnp.float32)
   return jax.ffi.ffi_call(
       _TARGETS['bn_forward'], (jax.ShapeDtypeStruct(x.shape, jnp.float32), stats, stats),

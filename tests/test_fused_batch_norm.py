@@ -72,10 +72,13 @@ def test_results_are_deterministic():
   assert float(l1) == float(l2) and np.array_equal(g1, g2)
 
 
-def test_mismatched_groups_is_an_error():
+def test_mismatched_groups_or_residual_is_an_error():
   with pytest.raises(Exception, match='does not split into the given groups'):
     jax.block_until_ready(onednn.batch_norm(jnp.ones((6, 4)), jnp.ones(4), jnp.zeros(4), None,
                                             4, 1e-5, False))
+  with pytest.raises(ValueError, match='must have the shape of x'):
+    onednn.batch_norm(jnp.ones((6, 4)), jnp.ones(4), jnp.zeros(4), jnp.ones((6, 1)), 1, 1e-5,
+                      False)
 
 
 def _module_pass(bn, x, residual, relu, fused):

@@ -176,6 +176,10 @@ ffi::Error ForwardImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> scale,
   if (auto e = Check("forward", x.dimensions(), groups, &g); !e.success()) return e;
   const int64_t c = g.c, n = g.m * c;
   const bool has_residual = residual.element_count() != 0;
+  if (has_residual && residual.element_count() != x.element_count()) {
+    return ffi::Error(ffi::ErrorCode::kInvalidArgument,
+                      "cnn_history batch norm forward: the residual's shape differs from x's");
+  }
   std::vector<double> sums(c);
   std::vector<float> mu(c), a(c), b(c);
   for (int64_t group = 0; group < g.groups; ++group) {
@@ -219,6 +223,11 @@ ffi::Error BackwardImpl(ffi::Buffer<ffi::F32> dy, ffi::Buffer<ffi::F32> x,
   if (auto e = Check("backward", x.dimensions(), groups, &g); !e.success()) return e;
   const int64_t c = g.c, n = g.m * c, width = TileWidth(c);
   const bool has_residual = dresidual->element_count() != 0;
+  if ((has_residual && dresidual->element_count() != x.element_count()) ||
+      dy.element_count() != x.element_count()) {
+    return ffi::Error(ffi::ErrorCode::kInvalidArgument,
+                      "cnn_history batch norm backward: inconsistent shapes");
+  }
   if (relu && y.element_count() != x.element_count()) {
     return ffi::Error(ffi::ErrorCode::kInvalidArgument,
                       "cnn_history batch norm backward: the ReLU needs the forward output");

@@ -55,7 +55,8 @@ class BatchNorm(nn.Module):
       raise ValueError(f'BatchNorm batch_span={span} does not divide the batch of {n} examples; '
                        'choose a span that divides the per-device batch.')
     if (train and x.dtype == jnp.float32 and jnp.dtype(self.dtype) == jnp.float32
-        and (residual is None or residual.dtype == jnp.float32) and onednn.FUSED_BATCH_NORM
+        and (residual is None or (residual.dtype == jnp.float32 and residual.shape == x.shape))
+        and onednn.FUSED_BATCH_NORM
         and jax.default_backend() == 'cpu' and onednn.in_use()):
       y, mean, var = onednn.batch_norm(
           x, jnp.ones((features,), jnp.float32) if scale is None else scale,
