@@ -1,4 +1,4 @@
-r"""What each of the package's CPU defaults is worth: the benchmark with them switched on one by one.
+r"""What each of the package's CPU defaults is worth: the benchmark, defaults on one by one.
 
   python benchmarks/cpu_defaults.py [--cases lenet5:256,resnet20:128,resnet50:32] \
       [--modes train,eval] [--steps 10] [--out results/benchmarks/cpu_defaults]
@@ -7,7 +7,8 @@ Each cell is one process of `python -m cnn_history.benchmark --model M --batch B
 --devices 1 --synthetic --steps S`, with the environment of its column (cumulative, left to
 right; the oneDNN convolutions and the YNNPACK flag are on throughout):
 
-  none        CNN_HISTORY_MALLOC_DEFAULTS=0 CNN_HISTORY_FUSED_BATCH_NORM=0 CNN_HISTORY_TAP_MAX_POOL=0
+  none        CNN_HISTORY_MALLOC_DEFAULTS=0 CNN_HISTORY_FUSED_BATCH_NORM=0
+              CNN_HISTORY_TAP_MAX_POOL=0
   +malloc     glibc keeps XLA's temporary block in the heap; inline single-device dispatch
   +fused BN   BatchNorm (+ residual + ReLU) as one custom call in training
   +tap pool   max-pooling's gradient as a loop over the window's taps (the defaults)

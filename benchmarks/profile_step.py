@@ -29,7 +29,7 @@ import jax  # noqa: E402  pylint: disable=wrong-import-position
 import jax.numpy as jnp  # noqa: E402  pylint: disable=wrong-import-position
 import numpy as np  # noqa: E402  pylint: disable=wrong-import-position
 
-from cnn_history import benchmark, models, optim, parallel  # noqa: E402  pylint: disable=wrong-import-position
+from cnn_history import benchmark, models, optim, parallel  # noqa: E402  pylint: disable=C0413
 from cnn_history.steps import make_steps  # noqa: E402  pylint: disable=wrong-import-position
 
 

@@ -18,16 +18,17 @@ CNN_HISTORY_XLA_DEFAULTS=0. Importing cnn_history after JAX has run a computatio
 for them: `import cnn_history` first (python -m cnn_history.main does).
 
 On the same CPU-only installations it also keeps glibc's malloc from handing XLA fresh pages
-every step. XLA:CPU allocates each execution's temporary buffer as one block (200 MB for a
-ResNet-20 training step at batch 128); glibc serves a block that large by mmap and returns it
-by munmap, so every step page-faulted and zeroed all of it again (48,712 faults per ResNet-20
-step: 167 ms a step against 116 ms without them, benchmarks/profile_step.py). With no mmap (M_MMAP_MAX=0) and no trimming below 2 GiB
+every step. XLA:CPU allocates each execution's temporary buffer as one block (about 190 MiB
+for a ResNet-20 training step at batch 128); glibc serves a block that large by mmap and
+returns it by munmap, so every step page-faulted and zeroed all of it again (48,712 faults a
+ResNet-20 step: 167 ms a step against 116 ms without them, benchmarks/profile_step.py). With
+no mmap (M_MMAP_MAX=0) and no trimming below 2 GiB
 (M_TRIM_THRESHOLD) the block stays in the heap from step to step. That holds for the main
 thread's heap only (another thread's arena still maps a block over 64 MB), so single-device
 computations run inline in the calling thread (jax_cpu_enable_async_dispatch=False; JAX still
 dispatches multi-device computations asynchronously). results/benchmarks/README.md has the
 numbers: ResNet-20 training 1.55x, LeNet-5 unchanged. The cost: the process keeps its peak heap,
-and Python waits for each single-device step (the trainer's input thread still prefetches).
+and Python waits for each single-device step (tf.data still prefetches meanwhile).
 CNN_HISTORY_MALLOC_DEFAULTS=0 leaves both alone; they too must precede JAX's first computation.
 """
 

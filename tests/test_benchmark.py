@@ -118,7 +118,8 @@ def test_cpu_defaults_ablation_switches_one_default_per_column(tmp_path):
                   'lenet5:8', '--modes', 'eval', '--steps', '1', '--out', str(tmp_path)],
                  check=True, capture_output=True, text=True, cwd=ROOT,
                  env={k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'})
-  records = [json.loads(line) for line in (tmp_path / 'cpu_defaults.jsonl').read_text().splitlines()]
+  lines = (tmp_path / 'cpu_defaults.jsonl').read_text().splitlines()
+  records = [json.loads(line) for line in lines]
   switches = [(r['malloc_defaults'], r['fused_batch_norm'], r['tap_max_pool']) for r in records]
   assert switches == [(False, False, False), (True, False, False), (True, True, False),
                       (True, True, True)], switches

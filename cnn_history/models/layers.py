@@ -176,8 +176,8 @@ TAP_MAX_POOL = os.environ.get('CNN_HISTORY_TAP_MAX_POOL', '1') != '0'
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
 def _max_pool(x, window, stride, pads):
   """Max-pooling with its gradient as a loop over the window's taps (below). XLA:CPU lowers
-  reduce_window's gradient through index tensors and a scatter: ResNet-50's stem pool cost
-  about a tenth of its training step on 2 cores."""
+  reduce_window's gradient through index tensors the size of the padded input and a scatter
+  (results/benchmarks/README.md, section 5, has what this gains ResNet-50's training)."""
   return nn.max_pool(x, (window, window), (stride, stride), pads)
 
 
