@@ -1,8 +1,9 @@
 r"""Where a training step's time goes on XLA:CPU: a jax.profiler trace of a few steps, summed.
 
-  python benchmarks/profile_step.py --model resnet20 --batch 128 [--steps 3] [--top 12]
+  python benchmarks/profile_step.py --model resnet20 --batch 128 [--mode train|eval] [--steps 3] \
+      [--top 12]
 
-Prints the median step time, the minor page faults per step (getrusage), and the time per kind
+Prints the median step time (a training step, or with --mode eval the evaluation step), the minor page faults per step (getrusage), and the time per kind
 of XLA operation in the trace (fusions by kind, each custom call by its target), per step.
 With CNN_HISTORY_MALLOC_DEFAULTS / CNN_HISTORY_FUSED_BATCH_NORM / CNN_HISTORY_TAP_MAX_POOL /
 CNN_HISTORY_ONEDNN set to 0 it profiles the step without that default.
@@ -46,7 +47,8 @@ def build(name: str, batch: int):
   rng = np.random.default_rng(0)
   data = parallel.global_batch({
       'image': rng.normal(size=(batch,) + spec.input_shape).astype(np.float32),
-      'label': rng.integers(0, spec.default_num_classes, batch).astype(np.int32)}, mesh)
+      'label': rng.integers(0, spec.default_num_classes, batch).astype(np.int32),
+      'mask': np.ones(batch, np.float32)}, mesh)
   return steps, steps.init(jax.random.key(0)), data
 
 
@@ -64,25 +66,32 @@ def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('--model', default='resnet20')
   parser.add_argument('--batch', type=int, default=128)
+  parser.add_argument('--mode', choices=('train', 'eval'), default='train')
   parser.add_argument('--steps', type=int, default=3)
   parser.add_argument('--top', type=int, default=12)
   args = parser.parse_args()
   steps, state, data = build(args.model, args.batch)
-  targets = custom_call_targets(steps.train.lower(state, data).compile().as_text())
+  if args.mode == 'train':
+    data = {k: v for k, v in data.items() if k != 'mask'}
+    step = steps.train
+  else:
+    step = lambda state, data: (state, steps.evaluate(state, data))
+    step.lower = steps.evaluate.lower
+  targets = custom_call_targets(step.lower(state, data).compile().as_text())
   for _ in range(3):
-    state, out = steps.train(state, data)
+    state, out = step(state, data)
   jax.block_until_ready(out)
   times, faults = [], []
   for _ in range(max(args.steps, 3)):
     f0, t0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt, time.perf_counter()
-    state, out = steps.train(state, data)
+    state, out = step(state, data)
     jax.block_until_ready(out)
     times.append(time.perf_counter() - t0)
     faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
   with tempfile.TemporaryDirectory() as trace_dir:
     jax.profiler.start_trace(trace_dir, create_perfetto_trace=True)
     for _ in range(args.steps):
-      state, out = steps.train(state, data)
+      state, out = step(state, data)
       jax.block_until_ready(out)
     jax.profiler.stop_trace()
     path = sorted(glob.glob(f'{trace_dir}/**/*.trace.json.gz', recursive=True))[-1]
@@ -99,7 +108,7 @@ def main() -> None:
     kind = targets.get(name) or re.sub(r'\.\d+$', '', name)
     kinds[kind] += e['dur'] / 1e3 / args.steps
     counts[kind] += 1
-  print(f'{args.model} batch {args.batch} training step: {1e3 * statistics.median(times):.1f} ms '
+  print(f'{args.model} batch {args.batch} {"training" if args.mode == "train" else "evaluation"} step: {1e3 * statistics.median(times):.1f} ms '
         f'(median of {len(times)}), {statistics.median(faults):,.0f} minor page faults a step')
   print(f'{"ms / step":>10} {"calls":>6}  operation (fusion kind or custom-call target)')
   for kind, ms in kinds.most_common(args.top):

@@ -119,6 +119,28 @@ def test_resnet20_training_gradients_equal_lax():
     assert float(jnp.max(jnp.abs(a - b))) <= 1e-4 * scale + 1e-7, jax.tree_util.keystr(path)
 
 
+def test_lenet5_gradients_and_curvature_equal_lax():
+  """LeNet-5's C1 and C3 go to oneDNN and C5 (its window the whole 5x5 input) becomes a
+  matrix product; the loss gradients and SDLM's second-derivative pass equal lax's."""
+  model = models.create_model('lenet5')
+  x = jnp.asarray(np.random.default_rng(1).normal(size=(8, 32, 32, 1)), jnp.float32)
+  variables = jax.jit(lambda: model.init(jax.random.key(0), x))()
+  loss = lambda params: jnp.sum(jnp.tanh(model.apply({'params': params}, x) / 100.0))
+  curvature = lambda params: model.apply({'params': params}, x, jnp.ones(8),
+                                         method='diagonal_hessian')
+  with onednn.enabled():
+    jaxpr = str(jax.make_jaxpr(jax.grad(loss))(variables['params']))
+    ours = jax.jit(jax.grad(loss))(variables['params']), jax.jit(curvature)(variables['params'])
+  with layers.reference_convolutions():
+    reference = (jax.jit(jax.grad(loss))(variables['params']),
+                 jax.jit(curvature)(variables['params']))
+  assert jaxpr.count('cnn_history_conv_forward') == 2  # C1 and C3
+  assert jaxpr.count('conv_general_dilated') == 0  # C5 is a dot
+  for a, b in zip(jax.tree_util.tree_leaves(ours), jax.tree_util.tree_leaves(reference)):
+    assert a.shape == b.shape
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * float(jnp.max(jnp.abs(b))))
+
+
 def test_vmap_over_the_custom_call():
   rng = np.random.default_rng(3)
   x = jnp.asarray(rng.normal(size=(3, 2, 6, 6, 2)), jnp.float32)

@@ -542,7 +542,9 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
   """lax.conv_general_dilated, except on two XLA:CPU weak spots (results/benchmarks/README.md):
   a depthwise convolution (NHWC, one filter per channel, no input dilation) is
   `depthwise_conv`, and a 1x1 convolution keeps lax's forward but takes its gradients as
-  matrix products (`_pointwise`; ResNet-50 training +30%); and, on a one-device CPU backend
+  matrix products (`_pointwise`; ResNet-50 training +30%); a convolution whose window covers
+  its whole unpadded input (one output position: LeNet-5's C5) is a matrix product; and, on a
+  one-device CPU backend
   where the custom call is built, any other float32 NHWC convolution (kernel larger than 1x1,
   no groups) is oneDNN's with its gradients (`cnn_history.onednn.conv`). All equal lax's
   results up to float rounding. They are CPU forms: on GPU and TPU backends, and within
@@ -565,6 +567,17 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
       and (padding in ('SAME', 'VALID') or all(tuple(p) == (0, 0) for p in padding))
       and jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers) == _NHWC):
     return _pointwise(lhs, rhs, tuple(window_strides))
+  if (cpu and lhs.ndim == 4 and tuple(rhs.shape[:2]) == tuple(lhs.shape[1:3])
+      and feature_group_count == 1 and batch_group_count == 1
+      and preferred_element_type is None
+      and all(d is None or all(v == 1 for v in d) for d in (lhs_dilation, rhs_dilation))
+      and (padding == 'VALID' or (not isinstance(padding, str)
+                                  and all(tuple(p) == (0, 0) for p in padding)))
+      and jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers) == _NHWC):
+    # The window covers the whole input (LeNet-5's C5): one output position, a dense layer.
+    out = jax.lax.dot(lhs.reshape(lhs.shape[0], -1), rhs.reshape(-1, rhs.shape[-1]),
+                      precision=precision)
+    return out.reshape(lhs.shape[0], 1, 1, rhs.shape[-1])
   if (cpu and lhs.ndim == 4 and feature_group_count == 1
       and batch_group_count == 1 and preferred_element_type is None
       and lhs.dtype == rhs.dtype == jnp.float32 and tuple(rhs.shape[:2]) != (1, 1)

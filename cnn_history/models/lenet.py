@@ -105,8 +105,8 @@ class LayerOutput(nn.Module):
 # them, so the two cannot drift apart.
 
 def conv_valid(p: dict[str, jax.Array], x: jax.Array) -> jax.Array:
-  y = jax.lax.conv_general_dilated(x, p['kernel'].astype(x.dtype), (1, 1), 'VALID',
-                                   dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+  y = layers.conv_general_dilated(x, p['kernel'].astype(x.dtype), (1, 1), 'VALID',
+                                  dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
   return y + p['bias'].astype(x.dtype)
 
 

@@ -196,6 +196,38 @@ def test_pointwise_convolution_gradients_as_matrix_products(stride, padding):
     assert 'custom_vjp_call' not in str(jax.make_jaxpr(lambda x, k: ours(x, k))(x, kernel))
 
 
+@pytest.mark.parametrize('kernel_hw, padding, stride', [((5, 5), 'VALID', 1),
+                                                         ((3, 4), ((0, 0), (0, 0)), 2)])
+def test_full_window_convolution_is_a_matrix_product(kernel_hw, padding, stride):
+  """A window over the whole unpadded input (LeNet-5's C5) is one output position: a dense
+  layer, with lax's values and gradients and no convolution left in its program."""
+  rng = np.random.default_rng(kernel_hw[1])
+  x = jnp.asarray(rng.normal(size=(4, *kernel_hw, 6)), jnp.float32)
+  kernel = jnp.asarray(rng.normal(size=(*kernel_hw, 6, 7)), jnp.float32)
+  numbers = jax.lax.conv_dimension_numbers(x.shape, kernel.shape, ('NHWC', 'HWIO', 'NHWC'))
+  reference = lambda x, k: jax.lax.conv_general_dilated(x, k, (stride, stride), padding,
+                                                        dimension_numbers=numbers)
+  ours = lambda x, k: layers.conv_general_dilated(x, k, (stride, stride), padding,
+                                                  dimension_numbers=numbers)
+  expected = reference(x, kernel)
+  assert expected.shape == (4, 1, 1, 7)
+  np.testing.assert_allclose(ours(x, kernel), expected, rtol=1e-5, atol=1e-5)
+  cotangent = jnp.asarray(rng.normal(size=expected.shape), jnp.float32)
+  for a, b in zip(jax.vjp(reference, x, kernel)[1](cotangent),
+                  jax.vjp(ours, x, kernel)[1](cotangent)):
+    np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5)
+  program = lambda: str(jax.make_jaxpr(jax.grad(lambda x, k: ours(x, k).sum(), (0, 1)))(x, kernel))
+  assert 'conv_general_dilated' not in program() and 'dot_general' in program()
+  with layers.reference_convolutions():
+    assert 'conv_general_dilated' in program()
+  # Padding or a window smaller than the input keeps a convolution.
+  same = layers.conv_general_dilated(x, kernel, (1, 1), 'SAME', dimension_numbers=numbers)
+  assert 'conv_general_dilated' in str(jax.make_jaxpr(
+      lambda x: layers.conv_general_dilated(x, kernel, (1, 1), 'SAME',
+                                            dimension_numbers=numbers))(x))
+  assert same.shape == x.shape[:3] + (7,)
+
+
 _FLOAT64_GRADIENTS = r"""
 import jax
 import jax.numpy as jnp
