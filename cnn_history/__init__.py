@@ -22,8 +22,9 @@ every step. XLA:CPU allocates each execution's temporary buffer as one block (ab
 for a ResNet-20 training step at batch 128); glibc serves a block that large by mmap and
 returns it by munmap, so every step page-faulted and zeroed all of it again (48,712 faults a
 ResNet-20 step: 167 ms a step against 116 ms without them, benchmarks/profile_step.py). With
-no mmap (M_MMAP_MAX=0) and no trimming below 2 GiB
-(M_TRIM_THRESHOLD) the block stays in the heap from step to step. That holds for the main
+no mmap (M_MMAP_MAX=0) and no trimming (M_TRIM_THRESHOLD=-1; an earlier limit of 2 GiB
+still returned the top of ResNet-50's 2.6 GiB block at batch 32, 675,279 faults a step) the
+block stays in the heap from step to step. That holds for the main
 thread's heap only (another thread's arena still maps a block over 64 MB), so single-device
 computations run inline in the calling thread (jax_cpu_enable_async_dispatch=False; JAX still
 dispatches multi-device computations asynchronously). results/benchmarks/README.md has the
@@ -64,7 +65,7 @@ def _set_cpu_xla_defaults() -> None:
 
 # glibc's mallopt parameters (malloc.h).
 M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
-MALLOC_DEFAULTS = ((M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, 2**31 - 1))
+MALLOC_DEFAULTS = ((M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, -1))  # -1: never trim (mallopt(3))
 
 
 def _set_cpu_malloc_defaults() -> bool:
