@@ -114,6 +114,11 @@ def main() -> None:
   for kind, ms in kinds.most_common(args.top):
     print(f'{ms:>10.1f} {counts[kind] // args.steps:>6}  {kind}')
   print(f'{sum(kinds.values()):>10.1f}         all operations in the trace')
+  # The trace event of an XLA:CPU dot ends before its matrix product does (ResNet-50's 105
+  # dots at batch 32, 338 GFLOP a training step, show 42 ms): that time falls between traced
+  # operations, in gaps that end where a dot's consumer starts.
+  print(f'{1e3 * statistics.median(times) - sum(kinds.values()):>10.1f}         between traced '
+        'operations (mostly XLA\'s matrix products)')
 
 
 if __name__ == '__main__':

@@ -3,6 +3,7 @@ itself is never asserted (results/benchmarks/ has the numbers); the fields' mean
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -161,3 +162,21 @@ def test_cpu_defaults_ablation_switches_one_default_per_column(tmp_path):
   assert all(r['convolutions'] == 'cnn_history+onednn' and r['images_per_s'] > 0 for r in records)
   table = (tmp_path / 'cpu_defaults.md').read_text()
   assert '| lenet5 | 8 | eval |' in table and 'benchmarks/cpu_defaults.py --cases lenet5:8' in table
+
+
+@pytest.mark.parametrize('mode, title', [('train', 'training'), ('eval', 'evaluation')])
+def test_profile_step_sums_the_trace_of_a_step(mode, title):
+  """benchmarks/profile_step.py: the step time, and per operation kind its time and calls a
+  step (LeNet-5's C1 and C3 are two oneDNN forward calls in a one-device process)."""
+  out = subprocess.run([sys.executable, os.path.join(ROOT, 'benchmarks', 'profile_step.py'),
+                        '--model', 'lenet5', '--batch', '8', '--mode', mode, '--steps', '3'],
+                       check=True, capture_output=True, text=True, cwd=ROOT,
+                       env={k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}).stdout
+  lines = out.splitlines()
+  step = re.match(rf'lenet5 batch 8 {title} step: ([\d.]+) ms', lines[0])
+  assert step, out
+  traced = float(next(l for l in lines if l.endswith('all operations in the trace')).split()[0])
+  assert float(step.group(1)) > 0 and traced > 0, out
+  convolutions = next(l for l in lines if l.endswith(' cnn_history_conv_forward')).split()
+  assert int(convolutions[1]) == 2 and float(convolutions[0]) > 0, out
+  assert any('between traced operations' in l for l in lines), out
