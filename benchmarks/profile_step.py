@@ -3,8 +3,9 @@ r"""Where a training step's time goes on XLA:CPU: a jax.profiler trace of a few 
   python benchmarks/profile_step.py --model resnet20 --batch 128 [--mode train|eval] [--steps 3] \
       [--top 12]
 
-Prints the median step time (a training step, or with --mode eval the evaluation step), the minor page faults per step (getrusage), and the time per kind
-of XLA operation in the trace (fusions by kind, each custom call by its target), per step.
+Prints the median step time (a training step, or with --mode eval the evaluation step), the
+minor page faults per step (getrusage), and the time per kind of XLA operation in the trace
+(fusions by kind, each custom call by its target), per step.
 With CNN_HISTORY_MALLOC_DEFAULTS / CNN_HISTORY_FUSED_BATCH_NORM / CNN_HISTORY_TAP_MAX_POOL /
 CNN_HISTORY_ONEDNN set to 0 it profiles the step without that default.
 """
@@ -108,15 +109,17 @@ def main() -> None:
     kind = targets.get(name) or re.sub(r'\.\d+$', '', name)
     kinds[kind] += e['dur'] / 1e3 / args.steps
     counts[kind] += 1
-  print(f'{args.model} batch {args.batch} {"training" if args.mode == "train" else "evaluation"} step: {1e3 * statistics.median(times):.1f} ms '
+  title = 'training' if args.mode == 'train' else 'evaluation'
+  print(f'{args.model} batch {args.batch} {title} step: {1e3 * statistics.median(times):.1f} ms '
         f'(median of {len(times)}), {statistics.median(faults):,.0f} minor page faults a step')
   print(f'{"ms / step":>10} {"calls":>6}  operation (fusion kind or custom-call target)')
   for kind, ms in kinds.most_common(args.top):
     print(f'{ms:>10.1f} {counts[kind] // args.steps:>6}  {kind}')
   print(f'{sum(kinds.values()):>10.1f}         all operations in the trace')
-  # The trace event of an XLA:CPU dot ends before its matrix product does (ResNet-50's 105
-  # dots at batch 32, 338 GFLOP a training step, show 42 ms): that time falls between traced
-  # operations, in gaps that end where a dot's consumer starts.
+  # The trace event of an XLA:CPU dot ends before its matrix product does (ResNet-50 at batch
+  # 32: 338 GFLOP of dots a training step, a few tens of ms in their events; see
+  # results/benchmarks/profile/README.md). That time falls between traced operations, in gaps
+  # that end where a dot's consumer starts.
   print(f'{1e3 * statistics.median(times) - sum(kinds.values()):>10.1f}         between traced '
         'operations (mostly XLA\'s matrix products)')
 

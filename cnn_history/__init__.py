@@ -23,9 +23,9 @@ for a ResNet-20 training step at batch 128); glibc serves a block that large by 
 returns it by munmap, so every step page-faulted and zeroed all of it again (48,712 faults a
 ResNet-20 step: 167 ms a step against 116 ms without them, benchmarks/profile_step.py). With
 no mmap (M_MMAP_MAX=0) and no trimming (M_TRIM_THRESHOLD=-1; an earlier limit of 2 GiB
-still returned the top of ResNet-50's 2.6 GiB block at batch 32, 675,279 faults a step) the
-block stays in the heap from step to step. That holds for the main
-thread's heap only (another thread's arena still maps a block over 64 MB), so single-device
+still returned ResNet-50's 2.6 GiB block at batch 32: 675,278 faults a step) the block stays
+in the heap from step to step. That holds for the main thread's heap only (another thread's
+arena still maps a block over 64 MB), so single-device
 computations run inline in the calling thread (jax_cpu_enable_async_dispatch=False; JAX still
 dispatches multi-device computations asynchronously). results/benchmarks/README.md has the
 numbers: ResNet-20 training 1.55x, LeNet-5 unchanged. The cost: the process keeps its peak heap,

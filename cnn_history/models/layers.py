@@ -539,14 +539,14 @@ _pointwise.defvjp(_pointwise_fwd, _pointwise_bwd)
 def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
                          rhs_dilation=None, dimension_numbers=None, feature_group_count=1,
                          batch_group_count=1, precision=None, preferred_element_type=None):
-  """lax.conv_general_dilated, except on two XLA:CPU weak spots (results/benchmarks/README.md):
+  """lax.conv_general_dilated, except on XLA:CPU's weak spots (results/benchmarks/README.md):
   a depthwise convolution (NHWC, one filter per channel, no input dilation) is
-  `depthwise_conv`, and a 1x1 convolution keeps lax's forward but takes its gradients as
+  `depthwise_conv`; a 1x1 convolution keeps lax's forward but takes its gradients as
   matrix products (`_pointwise`; ResNet-50 training +30%); a convolution whose window covers
-  its whole unpadded input (one output position: LeNet-5's C5) is a matrix product; and, on a
-  one-device CPU backend
-  where the custom call is built, any other float32 NHWC convolution (kernel larger than 1x1,
-  no groups) is oneDNN's with its gradients (`cnn_history.onednn.conv`). All equal lax's
+  its whole unpadded input (one output position: LeNet-5's C5) is one matrix product; and, on
+  a one-device CPU backend where the custom call is built, any other float32 NHWC
+  convolution (kernel larger than 1x1, no groups) is oneDNN's with its gradients
+  (`cnn_history.onednn.conv`). All equal lax's
   results up to float rounding. They are CPU forms: on GPU and TPU backends, and within
   `reference_convolutions()`, every convolution is lax's. `Conv` (below) is nn.Conv with this
   function."""
