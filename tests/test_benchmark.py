@@ -94,19 +94,26 @@ print(cnn_history.MALLOC_TUNED, sorted(faults)[3])  # the median execution's
 '''
 
 
+def _with_and_without_malloc_defaults(code: str) -> dict[str, tuple[str, int]]:
+  """Runs `code` (which prints MALLOC_TUNED and a fault count) in a one-device process with
+  CNN_HISTORY_MALLOC_DEFAULTS=1 and =0: {setting: (tuned, faults)}."""
+  env = {k: v for k, v in os.environ.items() if not k.startswith(('CNN_HISTORY_MALLOC', 'XLA_'))}
+  runs = {}
+  for setting in ('1', '0'):
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                         env={**env, 'PYTHONPATH': ROOT, 'CNN_HISTORY_MALLOC_DEFAULTS': setting},
+                         cwd=ROOT, check=True)
+    tuned, faults = out.stdout.split()[-2:]
+    runs[setting] = (tuned, int(faults))
+  return runs
+
+
 def test_cpu_malloc_defaults_stop_per_step_page_faults():
   """With glibc's defaults XLA:CPU's temporary block is mmapped afresh, and page-faulted, on
   every execution; import cnn_history keeps it in the heap (CNN_HISTORY_MALLOC_DEFAULTS=0 does
   not). Page faults are counted, not time: the median of 7 executions (the heap may still grow
   once when Python's own allocations take part of the freed block)."""
-  env = {k: v for k, v in os.environ.items() if not k.startswith(('CNN_HISTORY_MALLOC', 'XLA_'))}
-  runs = {}
-  for setting in ('1', '0'):
-    out = subprocess.run([sys.executable, '-c', _FAULTS], capture_output=True, text=True,
-                         env={**env, 'PYTHONPATH': ROOT, 'CNN_HISTORY_MALLOC_DEFAULTS': setting},
-                         cwd=ROOT, check=True)
-    tuned, faults = out.stdout.split()[-2:]
-    runs[setting] = (tuned, int(faults))
+  runs = _with_and_without_malloc_defaults(_FAULTS)
   pages = 64 * 2**20 // 4096  # at least one temporary's pages
   assert runs['0'][0] == 'False' and runs['0'][1] > pages, runs
   assert runs['1'][0] == 'True' and runs['1'][1] < pages // 100, runs
@@ -133,15 +140,8 @@ print(cnn_history.MALLOC_TUNED, faults[-1])
 def test_cpu_malloc_defaults_keep_a_block_over_2_gib():
   """A freed 2.5 GiB block stays in the heap for the next allocation under the defaults (no
   trimming at all: a 2 GiB trim threshold gave it back, and ResNet-50's training step at
-  batch 32 faulted 675,279 pages a step); glibc's defaults map and fault it every time."""
-  env = {k: v for k, v in os.environ.items() if not k.startswith(('CNN_HISTORY_MALLOC', 'XLA_'))}
-  runs = {}
-  for setting in ('1', '0'):
-    out = subprocess.run([sys.executable, '-c', _LARGE_BLOCK], capture_output=True, text=True,
-                         env={**env, 'PYTHONPATH': ROOT, 'CNN_HISTORY_MALLOC_DEFAULTS': setting},
-                         cwd=ROOT, check=True)
-    tuned, faults = out.stdout.split()[-2:]
-    runs[setting] = (tuned, int(faults))
+  batch 32 faulted 675,278 pages a step); glibc's defaults map and fault it every time."""
+  runs = _with_and_without_malloc_defaults(_LARGE_BLOCK)
   pages = 2560 * 2**20 // 4096
   assert runs['0'][0] == 'False' and runs['0'][1] > pages // 2, runs
   assert runs['1'][0] == 'True' and runs['1'][1] < pages // 1000, runs

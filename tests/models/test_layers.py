@@ -172,6 +172,26 @@ def test_only_depthwise_convolutions_leave_lax():
       models.get_spec('mobilenet_v2').expected_macs, rel=1e-3)
 
 
+def _like_lax(x, kernel, stride, padding, rng, exact_forward=False):
+  """layers.conv_general_dilated as a function of (x, kernel), after checking that its value
+  (bitwise with exact_forward) and both gradients equal lax's at (x, kernel)."""
+  numbers = jax.lax.conv_dimension_numbers(x.shape, kernel.shape, ('NHWC', 'HWIO', 'NHWC'))
+  reference = lambda x, k: jax.lax.conv_general_dilated(x, k, (stride, stride), padding,
+                                                        dimension_numbers=numbers)
+  ours = lambda x, k: layers.conv_general_dilated(x, k, (stride, stride), padding,
+                                                  dimension_numbers=numbers)
+  expected = reference(x, kernel)
+  if exact_forward:
+    np.testing.assert_array_equal(ours(x, kernel), expected)
+  else:
+    np.testing.assert_allclose(ours(x, kernel), expected, rtol=1e-5, atol=1e-5)
+  cotangent = jnp.asarray(rng.normal(size=expected.shape), jnp.float32)
+  for a, b in zip(jax.vjp(reference, x, kernel)[1](cotangent),
+                  jax.vjp(ours, x, kernel)[1](cotangent)):
+    np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5)
+  return ours
+
+
 @pytest.mark.parametrize('stride, padding', [(1, 'SAME'), (2, 'SAME'), (2, 'VALID'),
                                              (3, ((0, 0), (0, 0)))])
 def test_pointwise_convolution_gradients_as_matrix_products(stride, padding):
@@ -180,17 +200,7 @@ def test_pointwise_convolution_gradients_as_matrix_products(stride, padding):
   rng = np.random.default_rng(stride)
   x = jnp.asarray(rng.normal(size=(2, 9, 7, 3)), jnp.float32)
   kernel = jnp.asarray(rng.normal(size=(1, 1, 3, 5)), jnp.float32)
-  numbers = jax.lax.conv_dimension_numbers(x.shape, kernel.shape, ('NHWC', 'HWIO', 'NHWC'))
-  reference = lambda x, k: jax.lax.conv_general_dilated(x, k, (stride, stride), padding,
-                                                        dimension_numbers=numbers)
-  ours = lambda x, k: layers.conv_general_dilated(x, k, (stride, stride), padding,
-                                                  dimension_numbers=numbers)
-  expected = reference(x, kernel)
-  np.testing.assert_array_equal(ours(x, kernel), expected)
-  cotangent = jnp.asarray(rng.normal(size=expected.shape), jnp.float32)
-  for a, b in zip(jax.vjp(reference, x, kernel)[1](cotangent),
-                  jax.vjp(ours, x, kernel)[1](cotangent)):
-    np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5)
+  ours = _like_lax(x, kernel, stride, padding, rng, exact_forward=True)
   assert 'custom_vjp_call' in str(jax.make_jaxpr(lambda x, k: ours(x, k))(x, kernel))
   with layers.reference_convolutions():
     assert 'custom_vjp_call' not in str(jax.make_jaxpr(lambda x, k: ours(x, k))(x, kernel))
@@ -204,28 +214,19 @@ def test_full_window_convolution_is_a_matrix_product(kernel_hw, padding, stride)
   rng = np.random.default_rng(kernel_hw[1])
   x = jnp.asarray(rng.normal(size=(4, *kernel_hw, 6)), jnp.float32)
   kernel = jnp.asarray(rng.normal(size=(*kernel_hw, 6, 7)), jnp.float32)
+  ours = _like_lax(x, kernel, stride, padding, rng)
+  assert ours(x, kernel).shape == (4, 1, 1, 7)
   numbers = jax.lax.conv_dimension_numbers(x.shape, kernel.shape, ('NHWC', 'HWIO', 'NHWC'))
-  reference = lambda x, k: jax.lax.conv_general_dilated(x, k, (stride, stride), padding,
-                                                        dimension_numbers=numbers)
-  ours = lambda x, k: layers.conv_general_dilated(x, k, (stride, stride), padding,
-                                                  dimension_numbers=numbers)
-  expected = reference(x, kernel)
-  assert expected.shape == (4, 1, 1, 7)
-  np.testing.assert_allclose(ours(x, kernel), expected, rtol=1e-5, atol=1e-5)
-  cotangent = jnp.asarray(rng.normal(size=expected.shape), jnp.float32)
-  for a, b in zip(jax.vjp(reference, x, kernel)[1](cotangent),
-                  jax.vjp(ours, x, kernel)[1](cotangent)):
-    np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5)
   program = lambda: str(jax.make_jaxpr(jax.grad(lambda x, k: ours(x, k).sum(), (0, 1)))(x, kernel))
   assert 'conv_general_dilated' not in program() and 'dot_general' in program()
   with layers.reference_convolutions():
     assert 'conv_general_dilated' in program()
-  # Padding or a window smaller than the input keeps a convolution.
-  same = layers.conv_general_dilated(x, kernel, (1, 1), 'SAME', dimension_numbers=numbers)
-  assert 'conv_general_dilated' in str(jax.make_jaxpr(
-      lambda x: layers.conv_general_dilated(x, kernel, (1, 1), 'SAME',
-                                            dimension_numbers=numbers))(x))
-  assert same.shape == x.shape[:3] + (7,)
+  # Padding, or a window smaller than the input, keeps the convolution.
+  larger = jnp.pad(x, ((0, 0), (0, 1), (0, 1), (0, 0)))
+  for inputs, pads in ((x, 'SAME'), (larger, 'VALID')):
+    conv = lambda x, pads=pads: layers.conv_general_dilated(x, kernel, (1, 1), pads,
+                                                            dimension_numbers=numbers)
+    assert 'conv_general_dilated' in str(jax.make_jaxpr(conv)(inputs))
 
 
 _FLOAT64_GRADIENTS = r"""
