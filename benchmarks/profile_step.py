@@ -4,7 +4,8 @@ r"""Where a training step's time goes on XLA:CPU: a jax.profiler trace of a few 
       [--top 12]
 
 Prints the median step time (a training step, or with --mode eval the evaluation step), the
-minor page faults per step (getrusage), and the time per kind of XLA operation in the trace
+minor page faults per step (getrusage), the step's temporary buffer and its matrix products'
+FLOPs (from the compiled executable), and the time per kind of XLA operation in the trace
 (fusions by kind, each custom call by its target), per step.
 With CNN_HISTORY_MALLOC_DEFAULTS / CNN_HISTORY_FUSED_BATCH_NORM / CNN_HISTORY_TAP_MAX_POOL /
 CNN_HISTORY_ONEDNN set to 0 it profiles the step without that default.
@@ -63,6 +64,21 @@ def custom_call_targets(hlo: str) -> dict[str, str]:
   return targets
 
 
+def dot_flops(hlo: str) -> tuple[int, float]:
+  """The entry computation's dot instructions: how many, and their FLOPs (2 x output size x
+  contracted size), from the compiled HLO text."""
+  entry = hlo[hlo.index('\nENTRY'):]
+  shapes = {m.group(1): [int(v) for v in m.group(2).split(',') if v]
+            for m in re.finditer(r'%([\w.\-]+) = \w+\[([\d,]*)\]', entry)}
+  count, flops = 0, 0.0
+  for m in re.finditer(r'= \w+\[([\d,]*)\]\S* dot\(%([\w.\-]+), %[\w.\-]+\), '
+                       r'lhs_contracting_dims=\{([\d,]*)\}', entry):
+    out = np.prod([int(v) for v in m.group(1).split(',') if v])
+    contracted = np.prod([shapes[m.group(2)][int(d)] for d in m.group(3).split(',') if d])
+    count, flops = count + 1, flops + 2.0 * out * contracted
+  return count, flops
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('--model', default='resnet20')
@@ -78,7 +94,11 @@ def main() -> None:
   else:
     step = lambda state, data: (state, steps.evaluate(state, data))
     step.lower = steps.evaluate.lower
-  targets = custom_call_targets(step.lower(state, data).compile().as_text())
+  compiled = step.lower(state, data).compile()
+  hlo = compiled.as_text()
+  targets = custom_call_targets(hlo)
+  dots, flops = dot_flops(hlo)
+  temp_mib = compiled.memory_analysis().temp_size_in_bytes / 2**20
   for _ in range(3):
     state, out = step(state, data)
   jax.block_until_ready(out)
@@ -112,12 +132,14 @@ def main() -> None:
   title = 'training' if args.mode == 'train' else 'evaluation'
   print(f'{args.model} batch {args.batch} {title} step: {1e3 * statistics.median(times):.1f} ms '
         f'(median of {len(times)}), {statistics.median(faults):,.0f} minor page faults a step')
+  print(f'temporary buffer {temp_mib:,.0f} MiB a step; {dots} XLA matrix products (dot), '
+        f'{flops / 1e9:,.1f} GFLOP a step')
   print(f'{"ms / step":>10} {"calls":>6}  operation (fusion kind or custom-call target)')
   for kind, ms in kinds.most_common(args.top):
     print(f'{ms:>10.1f} {counts[kind] // args.steps:>6}  {kind}')
   print(f'{sum(kinds.values()):>10.1f}         all operations in the trace')
   # The trace event of an XLA:CPU dot ends before its matrix product does (ResNet-50 at batch
-  # 32: 338 GFLOP of dots a training step, a few tens of ms in their events; see
+  # 32: hundreds of GFLOP of dots a training step, a few tens of ms in their events; see
   # results/benchmarks/profile/README.md). That time falls between traced operations, in gaps
   # that end where a dot's consumer starts.
   print(f'{1e3 * statistics.median(times) - sum(kinds.values()):>10.1f}         between traced '

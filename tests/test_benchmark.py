@@ -175,6 +175,9 @@ def test_profile_step_sums_the_trace_of_a_step(mode, title):
   lines = out.splitlines()
   step = re.match(rf'lenet5 batch 8 {title} step: ([\d.]+) ms', lines[0])
   assert step, out
+  # C5 and F6 are matrix products (C5: a window over its whole input); the rest is not.
+  dots = re.match(r'temporary buffer [\d,]+ MiB a step; (\d+) XLA matrix products', lines[1])
+  assert dots and int(dots.group(1)) >= 2, out
   traced = float(next(l for l in lines if l.endswith('all operations in the trace')).split()[0])
   assert float(step.group(1)) > 0 and traced > 0, out
   convolutions = next(l for l in lines if l.endswith(' cnn_history_conv_forward')).split()
